@@ -1,0 +1,117 @@
+"""The adapter contract: exact image bytes in, the vendor's labels out.
+
+An adapter knows one vendor's protocol and nothing of statistics. The engine hands it
+the bytes to send (already encoded, never altered by the adapter) and receives a
+:class:`VendorAnswer` per image, or a :class:`~adapters.errors.VendorError`.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from adapters.errors import Rejected, VendorError
+
+__all__ = [
+    "NO_LABEL",
+    "Adapter",
+    "ImageLimits",
+    "Label",
+    "VendorAnswer",
+    "canonical_label",
+    "top1",
+]
+
+#: The vote cast when the vendor answered with no label at all (a class of its own).
+NO_LABEL = "<no label>"
+
+#: Version of the frozen label canonicalisation rule; recorded with every job.
+LABEL_RULE_VERSION = "nfkc-casefold-ws-1"
+
+
+def canonical_label(name: str) -> str:
+    """Canonicalise a vendor label by one frozen rule.
+
+    NFKC normalisation, case folding, surrounding whitespace and angle brackets removed,
+    inner whitespace runs collapsed to one space. Angle brackets are stripped so that no
+    vendor label can collide with the project's own ``<...>`` pseudo-classes.
+    """
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return " ".join(folded.split()).strip("<> ")
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One label with its score on a unified 0..1 scale."""
+
+    name: str
+    score: float
+
+
+def top1(labels: Sequence[Label]) -> str:
+    """The label with the highest score; ties go to the lexicographically smallest name.
+
+    Never "first in the list": vendors do not promise an order. An empty list is a vote
+    for :data:`NO_LABEL`.
+    """
+    if not labels:
+        return NO_LABEL
+    best = min(labels, key=lambda label: (-label.score, label.name))
+    return best.name
+
+
+@dataclass(frozen=True, slots=True)
+class VendorAnswer:
+    """What a vendor said about one image."""
+
+    labels: tuple[Label, ...]
+    model_version: str | None
+    raw: str = field(repr=False)
+
+    @property
+    def top1(self) -> str:
+        return top1(self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    """The vendor's documented input limits, checked before any money is spent."""
+
+    max_bytes: int
+    min_side: int = 1
+    max_side: int = 100_000
+    formats: frozenset[str] = frozenset({"PNG", "JPEG"})
+
+    def check(self, size_bytes: int, width: int, height: int, image_format: str) -> None:
+        """Raise :class:`Rejected` if an image breaks a limit."""
+        if size_bytes > self.max_bytes:
+            raise Rejected(f"image is {size_bytes} bytes; the vendor accepts at most {self.max_bytes}")
+        if min(width, height) < self.min_side or max(width, height) > self.max_side:
+            raise Rejected(
+                f"image is {width}x{height}; the vendor accepts sides of "
+                f"{self.min_side} to {self.max_side} pixels"
+            )
+        if image_format.upper() not in self.formats:
+            raise Rejected(f"format {image_format} is not accepted; use one of {sorted(self.formats)}")
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """A vendor's labelling endpoint.
+
+    ``label_batch`` sends up to ``max_batch`` images in as few requests as the vendor
+    allows and returns one entry per image, in order: a :class:`VendorAnswer`, or the
+    :class:`VendorError` for that image alone (Google and Clarifai can fail one image
+    of a batch). A failure of the whole request is raised instead. Adapters never retry:
+    the engine does, with the same bytes, and the SDKs' own retries are off.
+    """
+
+    name: str
+    max_batch: int
+    limits: ImageLimits
+
+    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]: ...
+
+    async def aclose(self) -> None: ...

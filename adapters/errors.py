@@ -1,0 +1,77 @@
+"""The vendor error tree every adapter maps its SDK's failures onto.
+
+    VendorError
+    ├── Throttled(retry_after)   vendor said "slow down"; retry the same bytes later
+    ├── Transient                timeout, 5xx, connection reset, malformed answer; retry
+    │   └── MalformedAnswer      the vendor answered, but not in its documented format
+    ├── Rejected                 the vendor (or our pre-flight check) refuses this input
+    ├── AuthError                credentials missing or refused; stop the job
+    └── Fatal                    anything else that retrying cannot fix
+
+Adapters translate foreign exceptions in exactly one function each and re-raise
+``from`` the original, so the engine never sees an SDK's own exception types.
+Messages never carry credentials.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "Fatal",
+    "MalformedAnswer",
+    "Rejected",
+    "Throttled",
+    "Transient",
+    "VendorError",
+]
+
+
+class VendorError(Exception):
+    """Base of every failure of a vendor query."""
+
+    #: Short machine-readable outcome recorded in the journal and the budget ledger.
+    outcome = "error"
+    #: Whether sending the same bytes again may succeed.
+    retryable = False
+
+
+class Throttled(VendorError):
+    """The vendor refused the request for rate or quota reasons."""
+
+    outcome = "throttled"
+    retryable = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Transient(VendorError):
+    """A failure that may not happen again: timeout, 5xx, reset connection."""
+
+    outcome = "transient"
+    retryable = True
+
+
+class MalformedAnswer(Transient):
+    """The vendor answered with a body we cannot parse."""
+
+    outcome = "malformed"
+
+
+class Rejected(VendorError):
+    """The input itself is refused (size, format, dimensions)."""
+
+    outcome = "rejected"
+
+
+class AuthError(VendorError):
+    """Credentials are missing, invalid or lack permission."""
+
+    outcome = "auth"
+
+
+class Fatal(VendorError):
+    """A failure that no retry can fix (unknown error, bad configuration)."""
+
+    outcome = "fatal"

@@ -1,0 +1,1 @@
+"""Money and query accounting for vendor queries (knows prices, nothing of images)."""

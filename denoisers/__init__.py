@@ -1,0 +1,1 @@
+"""Image denoisers for denoised smoothing (knows images, nothing of vendors)."""
