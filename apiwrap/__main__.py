@@ -1,0 +1,3 @@
+from apiwrap.cli import app
+
+app(prog_name="apiwrap")

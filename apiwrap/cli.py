@@ -1,0 +1,269 @@
+"""The ``apiwrap`` command line: certify, predict, estimate, replay (and the tools of other packages)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from apiwrap.engine import CertificationSettings, ImageResult, Mode
+from apiwrap.images import find_images
+from apiwrap.jobs import JobReport, JobSpec, run_job
+from apiwrap.report import DEFAULT_RADII, certified_accuracy
+from apiwrap.scheduler import RetryPolicy, VendorLimits
+
+app = typer.Typer(
+    help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+ImagesArg = Annotated[
+    list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, WebP).", exists=True)
+]
+VendorOpt = Annotated[str, typer.Option(help="Vendor adapter: local, aws, google, azure, clarifai, http.")]
+EndpointOpt = Annotated[
+    str | None, typer.Option(help="Override the vendor's endpoint URL (e.g. an emulator).")
+]
+SigmaOpt = Annotated[float, typer.Option(help="Noise level in [0,1] pixel units.")]
+N0Opt = Annotated[int, typer.Option("--n0", help="Selection samples (choose the candidate label).")]
+NOpt = Annotated[int, typer.Option("--n", help="Estimation samples (fresh, counted for the bound).")]
+AlphaOpt = Annotated[float, typer.Option(help="Failure probability per image.")]
+SeedOpt = Annotated[int, typer.Option(help="Noise seed.")]
+DenoiserOpt = Annotated[str, typer.Option(help="Denoiser name or checkpoint path, or 'none'.")]
+SizeOpt = Annotated[
+    int | None,
+    typer.Option(help="Resize the shorter side and centre-crop to SIZE first; radii then refer to it."),
+]
+OutOpt = Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")]
+JobOpt = Annotated[str | None, typer.Option(help="Job name; an interrupted job resumes under the same name.")]
+RunsOpt = Annotated[Path, typer.Option(help="Folder of job journals.")]
+MaxUsdOpt = Annotated[str | None, typer.Option(help="Stop the job before it spends more than this (USD).")]
+MaxQueriesOpt = Annotated[int | None, typer.Option(help="Stop before more than this many billable queries.")]
+TpsOpt = Annotated[float | None, typer.Option(help="Requests per second allowed at the vendor.")]
+ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.")]
+AttemptsOpt = Annotated[int, typer.Option(help="Attempts per query (same bytes each time).")]
+PricesOpt = Annotated[Path | None, typer.Option(help="TOML file overriding the price table.", exists=True)]
+ForceOpt = Annotated[bool, typer.Option(help="Use a denoiser trained for another sigma.")]
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _run(
+    mode: Mode,
+    images: list[Path],
+    vendor: str,
+    endpoint: str | None,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha: float,
+    seed: int,
+    denoiser: str,
+    size: int | None,
+    out_path: Path | None,
+    job: str | None,
+    runs_dir: Path,
+    max_usd: str | None,
+    max_queries: int | None,
+    tps: float | None,
+    concurrency: int,
+    max_attempts: int,
+    prices: Path | None,
+    force_denoiser: bool,
+) -> None:
+    files = find_images(images)
+    if not files:
+        _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
+    try:
+        settings = CertificationSettings(
+            vendor=vendor,
+            sigma=sigma,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            seed=seed,
+            denoiser=denoiser,
+            size=size,
+            mode=mode,
+        )
+        spec = JobSpec(
+            settings=settings,
+            job=job or datetime.datetime.now().strftime(f"{mode}-%Y%m%d-%H%M%S"),
+            runs_dir=runs_dir,
+            vendor_options={"endpoint": endpoint} if endpoint else {},
+            limits=VendorLimits(requests_per_second=tps, concurrency=concurrency),
+            retry=RetryPolicy(max_attempts=max_attempts),
+            max_usd=Decimal(max_usd) if max_usd else None,
+            max_queries=max_queries,
+            prices=prices,
+            force_denoiser=force_denoiser,
+        )
+    except (ValueError, ArithmeticError) as exc:
+        _fail(str(exc))
+    total = len(files) * settings.queries_per_image
+    console.print(
+        f"{mode} {len(files)} image(s) at vendor [bold]{vendor}[/bold], sigma={sigma}, "
+        + (f"n0={n0}, " if mode == "certify" else "")
+        + f"n={n}, alpha={alpha}, denoiser={denoiser}; journal {spec.runs_dir / spec.job}.sqlite"
+    )
+    with Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("queries", total=total)
+        try:
+            report = asyncio.run(
+                run_job(spec, [(str(f), f) for f in files], on_query=lambda: progress.advance(task))
+            )
+        except (ValueError, ImportError, OSError, RuntimeError) as exc:
+            _fail(str(exc))
+    _print_report(report, out_path)
+
+
+def _print_line(result: ImageResult) -> None:
+    name = Path(result.image).name
+    if result.status == "failed":
+        out.print(f"{name}: [red]FAILED[/red] {result.error}")
+        return
+    if result.status == "budget":
+        out.print(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted)")
+        return
+    agree = (
+        ""
+        if result.reference_label is None
+        else ("  = clean" if result.label == result.reference_label else "")
+    )
+    votes = f"{result.votes_for_candidate}/{result.estimation_votes} votes"
+    if result.status == "certified":
+        verdict = f"[green]{result.label}[/green] radius {result.radius:.3f}{agree}"
+    elif result.status == "predicted":
+        verdict = f"[green]{result.label}[/green]{agree}"
+    else:
+        verdict = f"[yellow]ABSTAIN[/yellow] ({result.abstain_reason}; candidate {result.candidate})"
+    drift = f"  [red]model versions {result.model_versions}[/red]" if len(result.model_versions) > 1 else ""
+    out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
+
+
+def _print_report(report: JobReport, out_path: Path | None) -> None:
+    for result in report.results:
+        _print_line(result)
+    if out_path:
+        with out_path.open("w") as handle:
+            for result in report.results:
+                handle.write(json.dumps(result.to_json()) + "\n")
+    spaces = {r.certified_space for r in report.results if r.certified_space}
+    for space in sorted(spaces):
+        out.print(f"Radii are L2 distances in the image space of {space}.")
+    _print_summary(report.results)
+    failed = [r for r in report.results if r.status == "failed"]
+    skipped = [r for r in report.results if r.status == "budget"]
+    out.print(
+        f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
+        f"spent {report.budget.spent.usd} USD for {report.budget.spent.queries} billable queries; "
+        f"{report.seconds:.1f} s; journal {report.journal}"
+    )
+    if failed:
+        out.print(
+            f"[red]{len(failed)} image(s) failed[/red]: " + ", ".join(Path(r.image).name for r in failed)
+        )
+    if skipped:
+        out.print(
+            f"[yellow]budget exhausted: {len(skipped)} image(s) left uncertified[/yellow]: "
+            + ", ".join(Path(r.image).name for r in skipped)
+        )
+    if report.unanswered_in_flight:
+        out.print(
+            f"{report.unanswered_in_flight} queries were in flight when an earlier run stopped; re-sent."
+        )
+
+
+def _print_summary(results: list[ImageResult]) -> None:
+    rows = certified_accuracy(results, DEFAULT_RADII)
+    if not rows or rows[0].images == 0:
+        return
+    table = Table(title="Certified accuracy (agreement with the vendor's clean label)")
+    table.add_column("radius", justify="right")
+    table.add_column("certified", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("95% interval", justify="right")
+    for row in rows:
+        table.add_row(
+            f"{row.radius:g}",
+            f"{row.certified}/{row.images}",
+            f"{row.accuracy:.1%}",
+            f"{row.low:.1%} - {row.high:.1%}",
+        )
+    out.print(table)
+
+
+@app.command()
+def certify(
+    images: ImagesArg,
+    vendor: VendorOpt = "local",
+    endpoint: EndpointOpt = None,
+    sigma: SigmaOpt = 0.25,
+    n0: N0Opt = 20,
+    n: NOpt = 100,
+    alpha: AlphaOpt = 0.001,
+    seed: SeedOpt = 0,
+    denoiser: DenoiserOpt = "none",
+    size: SizeOpt = None,
+    out: OutOpt = None,
+    job: JobOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    max_usd: MaxUsdOpt = None,
+    max_queries: MaxQueriesOpt = None,
+    tps: TpsOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_attempts: AttemptsOpt = 6,
+    prices: PricesOpt = None,
+    force_denoiser: ForceOpt = False,
+) -> None:
+    """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain."""
+    _run("certify", images, vendor, endpoint, sigma, n0, n, alpha, seed, denoiser, size, out, job, runs_dir,
+         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser)  # fmt: skip
+
+
+@app.command()
+def predict(
+    images: ImagesArg,
+    vendor: VendorOpt = "local",
+    endpoint: EndpointOpt = None,
+    sigma: SigmaOpt = 0.25,
+    n: NOpt = 100,
+    alpha: AlphaOpt = 0.001,
+    seed: SeedOpt = 0,
+    denoiser: DenoiserOpt = "none",
+    size: SizeOpt = None,
+    out: OutOpt = None,
+    job: JobOpt = None,
+    runs_dir: RunsOpt = Path("runs"),
+    max_usd: MaxUsdOpt = None,
+    max_queries: MaxQueriesOpt = None,
+    tps: TpsOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    max_attempts: AttemptsOpt = 6,
+    prices: PricesOpt = None,
+    force_denoiser: ForceOpt = False,
+) -> None:
+    """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
+    _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job, runs_dir,
+         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser)  # fmt: skip

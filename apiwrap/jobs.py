@@ -1,0 +1,127 @@
+"""Composing a job: adapter + denoiser + budget + journal + scheduler + engine.
+
+The CLI (and the service) describe a job with :class:`JobSpec`; :func:`run_job` builds the
+parts, runs the engine and closes everything, whatever happens.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from adapters import create_adapter
+from apiwrap.engine import CertificationSettings, Engine, ImageResult
+from apiwrap.journal import Journal
+from apiwrap.samples import SamplePreparer
+from apiwrap.scheduler import QueryScheduler, RetryPolicy, VendorLimits
+from budgets import Budget, BudgetSnapshot, PriceTable
+
+__all__ = ["JobReport", "JobSpec", "journal_path", "load_denoise", "run_job"]
+
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def journal_path(runs_dir: Path, job: str) -> Path:
+    """The journal file of job ``job``; names are restricted so they can never escape ``runs_dir``."""
+    if not _JOB_NAME.match(job):
+        raise ValueError(f"job name {job!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+    return runs_dir / f"{job}.sqlite"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    settings: CertificationSettings
+    job: str
+    runs_dir: Path = Path("runs")
+    vendor_options: dict[str, Any] = field(default_factory=dict)
+    limits: VendorLimits = field(default_factory=VendorLimits)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_usd: Decimal | None = None
+    max_queries: int | None = None
+    prices: Path | None = None
+    images_in_flight: int = 4
+    denoise_batch: int = 16
+    force_denoiser: bool = False
+
+
+@dataclass
+class JobReport:
+    results: list[ImageResult]
+    journal: Path
+    budget: BudgetSnapshot
+    budget_exhausted: bool
+    outcomes: dict[str, int]
+    requests: int
+    retries: int
+    throttled: int
+    seconds: float
+    unanswered_in_flight: int
+
+
+def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
+    """The denoiser callable for ``name`` (None for ``none``), loaded once per job."""
+    if name == "none":
+        return None
+    from denoisers import load_denoiser
+
+    return load_denoiser(name, sigma, force=force)
+
+
+async def run_job(
+    spec: JobSpec,
+    images: list[tuple[str, Path | bytes]],
+    *,
+    on_query: Callable[[], None] | None = None,
+) -> JobReport:
+    """Run (or resume) a job and return its report; the journal is left complete on disk."""
+    started = time.monotonic()
+    prices = PriceTable.load(spec.prices) if spec.prices else PriceTable.default()
+    price = prices.price(spec.settings.vendor)
+    path = journal_path(spec.runs_dir, spec.job)
+    journal = Journal(path)
+    try:
+        in_flight_before = journal.unfinished_attempts()
+        spent_micro_usd, spent_queries = journal.spent()
+        budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
+        denoise = load_denoise(spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser)
+        adapter = create_adapter(spec.settings.vendor, **spec.vendor_options)
+        scheduler = QueryScheduler(
+            adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
+        )
+        preparer = SamplePreparer(
+            denoise, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
+        )
+        engine = Engine(
+            spec.settings,
+            journal,
+            scheduler,
+            preparer,
+            images_in_flight=spec.images_in_flight,
+            prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
+            on_query=on_query,
+        )
+        try:
+            results = await engine.run(images)
+        finally:
+            await scheduler.aclose()
+            await preparer.aclose()
+            await adapter.aclose()
+        return JobReport(
+            results=results,
+            journal=path,
+            budget=budget.snapshot(),
+            budget_exhausted=engine.budget_exhausted,
+            outcomes=dict(journal.outcome_counts()),
+            requests=scheduler.stats["requests"],
+            retries=scheduler.stats["retries"],
+            throttled=scheduler.stats["throttled"],
+            seconds=time.monotonic() - started,
+            unanswered_in_flight=in_flight_before,
+        )
+    finally:
+        journal.close()

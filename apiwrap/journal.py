@@ -1,0 +1,230 @@
+"""The job journal: a SQLite file (WAL) that holds every paid vote durably.
+
+One file per job. It records the job's parameters, each image's digest and outcome, one
+row per query (sample index, digest of the bytes sent, final outcome, raw answer, top-1
+label, model version, cost) and one row per attempt (the ledger: what was sent, when, and
+whether it was billed). A vote counts only once its row is committed, so a job killed at
+any point resumes without re-buying an answered query or re-drawing a consumed index.
+
+Credentials never reach this file: adapters keep them out of raw answers and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal", "JournalError", "QueryRecord"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    image_id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    digest TEXT,
+    status TEXT NOT NULL DEFAULT 'pending',
+    error TEXT,
+    result TEXT
+);
+CREATE TABLE IF NOT EXISTS queries (
+    image_id INTEGER NOT NULL REFERENCES images(image_id),
+    sample_index INTEGER NOT NULL,
+    bytes_digest TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    label TEXT NOT NULL,
+    model_version TEXT,
+    raw TEXT,
+    error TEXT,
+    cost_micro_usd INTEGER NOT NULL,
+    first_sent_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    PRIMARY KEY (image_id, sample_index)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    attempt_id INTEGER PRIMARY KEY,
+    image_id INTEGER NOT NULL,
+    sample_index INTEGER NOT NULL,
+    bytes_digest TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    finished_at REAL,
+    outcome TEXT,
+    billed INTEGER,
+    cost_micro_usd INTEGER
+);
+"""
+
+
+class JournalError(RuntimeError):
+    """The journal cannot be used for this job (for example, different parameters)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRecord:
+    """One finished query: a vote for ``label`` (a real label or a pseudo-class)."""
+
+    sample_index: int
+    bytes_digest: str
+    label: str
+    outcome: str
+    model_version: str | None
+
+
+class Journal:
+    """A job's durable record; single-writer, used from the event loop thread."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (only power loss can drop the tail).
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- job parameters ---------------------------------------------------------------
+
+    def parameters(self) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT value FROM job WHERE key = 'parameters'").fetchone()
+        return json.loads(row[0]) if row else None
+
+    def bind_parameters(self, parameters: dict[str, Any]) -> None:
+        """Store the job's parameters, or check they equal those already stored."""
+        stored = self.parameters()
+        if stored is None:
+            self._db.execute(
+                "INSERT INTO job VALUES ('parameters', ?)", (json.dumps(parameters, sort_keys=True),)
+            )
+            return
+        changed = sorted(
+            key for key in parameters.keys() | stored.keys() if stored.get(key) != parameters.get(key)
+        )
+        if changed:
+            details = ", ".join(f"{key}: {stored.get(key)!r} -> {parameters.get(key)!r}" for key in changed)
+            raise JournalError(
+                f"job {self.path.stem!r} was started with other parameters ({details}); "
+                "use a new --job name, or the same parameters to resume"
+            )
+
+    # -- images -----------------------------------------------------------------------
+
+    def image_id(self, name: str) -> int:
+        self._db.execute("INSERT OR IGNORE INTO images (name) VALUES (?)", (name,))
+        return int(self._db.execute("SELECT image_id FROM images WHERE name = ?", (name,)).fetchone()[0])
+
+    def set_digest(self, image_id: int, digest: str) -> None:
+        row = self._db.execute("SELECT digest FROM images WHERE image_id = ?", (image_id,)).fetchone()
+        if row[0] is not None and row[0] != digest:
+            raise JournalError(f"image #{image_id} changed on disk since the job started (digest differs)")
+        self._db.execute("UPDATE images SET digest = ? WHERE image_id = ?", (digest, image_id))
+
+    def finish_image(
+        self, image_id: int, status: str, result: dict[str, Any] | None, error: str | None
+    ) -> None:
+        self._db.execute(
+            "UPDATE images SET status = ?, result = ?, error = ? WHERE image_id = ?",
+            (status, json.dumps(result) if result is not None else None, error, image_id),
+        )
+
+    def images(self) -> list[tuple[int, str, str | None, str, dict[str, Any] | None, str | None]]:
+        rows = self._db.execute(
+            "SELECT image_id, name, digest, status, result, error FROM images ORDER BY image_id"
+        )
+        return [(i, n, d, s, json.loads(r) if r else None, e) for i, n, d, s, r, e in rows]
+
+    # -- queries and the ledger -------------------------------------------------------
+
+    def answered(self, image_id: int) -> dict[int, QueryRecord]:
+        """Finished queries of an image by sample index."""
+        rows = self._db.execute(
+            "SELECT sample_index, bytes_digest, label, outcome, model_version FROM queries "
+            "WHERE image_id = ?",
+            (image_id,),
+        )
+        return {row[0]: QueryRecord(*row) for row in rows}
+
+    def attempt_sent(self, image_id: int, sample_index: int, bytes_digest: str) -> int:
+        """Record an attempt as sent (before the request leaves) and return its id."""
+        cursor = self._db.execute(
+            "INSERT INTO attempts (image_id, sample_index, bytes_digest, sent_at) VALUES (?, ?, ?, ?)",
+            (image_id, sample_index, bytes_digest, time.time()),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def attempt_finished(self, attempt_id: int, outcome: str, billed: bool, cost_micro_usd: int) -> None:
+        self._db.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, billed = ?, cost_micro_usd = ? "
+            "WHERE attempt_id = ?",
+            (time.time(), outcome, int(billed), cost_micro_usd if billed else 0, attempt_id),
+        )
+
+    def record_query(
+        self,
+        image_id: int,
+        record: QueryRecord,
+        *,
+        attempts: int,
+        raw: str | None,
+        error: str | None,
+        first_sent_at: float,
+    ) -> None:
+        """Commit a finished query: from here on its vote counts, and only once."""
+        cost = self._db.execute(
+            "SELECT COALESCE(SUM(cost_micro_usd), 0) FROM attempts WHERE image_id = ? AND sample_index = ?",
+            (image_id, record.sample_index),
+        ).fetchone()[0]
+        self._db.execute(
+            "INSERT INTO queries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                image_id,
+                record.sample_index,
+                record.bytes_digest,
+                attempts,
+                record.outcome,
+                record.label,
+                record.model_version,
+                raw,
+                error,
+                cost,
+                first_sent_at,
+                time.time(),
+            ),
+        )
+
+    def spent(self) -> tuple[int, int]:
+        """(micro-USD, billed queries) paid so far according to the ledger."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(cost_micro_usd), 0), COALESCE(SUM(billed), 0) FROM attempts WHERE billed = 1"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def unfinished_attempts(self) -> int:
+        """Attempts sent but never answered: the process died with them in flight."""
+        return int(self._db.execute("SELECT COUNT(*) FROM attempts WHERE finished_at IS NULL").fetchone()[0])
+
+    def outcome_counts(self) -> Counter[str]:
+        rows = self._db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome")
+        return Counter({outcome or "in flight": count for outcome, count in rows})
+
+    def votes(self, image_id: int) -> Iterator[QueryRecord]:
+        rows = self._db.execute(
+            "SELECT sample_index, bytes_digest, label, outcome, model_version FROM queries "
+            "WHERE image_id = ? ORDER BY sample_index",
+            (image_id,),
+        )
+        return (QueryRecord(*row) for row in rows)
+
+    @classmethod
+    def open_existing(cls, path: Path) -> Journal:
+        if not path.exists():
+            raise JournalError(f"no journal at {path}")
+        return cls(path)

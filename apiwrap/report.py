@@ -1,0 +1,52 @@
+"""Summaries of a job's results: certified accuracy with its confidence interval."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import binomtest
+
+from apiwrap.engine import ImageResult
+
+__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "certified_accuracy"]
+
+DEFAULT_RADII = (0.0, 0.125, 0.25, 0.375)
+
+
+@dataclass(frozen=True, slots=True)
+class AccuracyAtRadius:
+    radius: float
+    certified: int
+    images: int
+    low: float
+    high: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.certified / self.images if self.images else 0.0
+
+
+def certified_accuracy(
+    results: Sequence[ImageResult], radii: Sequence[float] = DEFAULT_RADII
+) -> list[AccuracyAtRadius]:
+    """Share of images certified at radius >= r with the vendor's clean label, with a 95% interval.
+
+    Only images that got a reference label count (failed images are reported apart). The
+    interval is the exact (Clopper-Pearson) binomial interval over images: alpha is per
+    image, so the accuracy itself is an estimate with its own uncertainty.
+    """
+    scored = [r for r in results if r.reference_label is not None and r.status in {"certified", "abstained"}]
+    rows = []
+    for radius in radii:
+        hits = sum(
+            r.status == "certified" and r.label == r.reference_label and (r.radius or 0.0) >= radius
+            for r in scored
+        )
+        if scored:
+            interval = binomtest(hits, len(scored)).proportion_ci(confidence_level=0.95, method="exact")
+            low, high = float(interval.low), float(interval.high)
+        else:
+            low, high = 0.0, 1.0
+        rows.append(AccuracyAtRadius(radius, hits, len(scored), low, high))
+    return rows

@@ -1,0 +1,268 @@
+"""Sending queries to one vendor: rate limit, concurrency cap, batching, retries, budget, journal.
+
+Every query's life is: reserve its price -> record the attempt as sent -> send (throttled,
+capped) -> settle the price (billed or released) -> record the attempt's outcome -> retry
+the SAME bytes if the failure is transient -> commit the final vote. A query that fails
+every attempt is committed as a vote for :data:`~apiwrap.certify.FAILED_QUERY` (against
+the candidate), never replaced by a fresh noise draw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from asyncio_throttle import Throttler
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exception,
+    wait_random_exponential,
+)
+
+from adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.certify import FAILED_QUERY
+from apiwrap.journal import Journal, QueryRecord
+from budgets import Budget, BudgetExceeded, Price
+
+__all__ = ["JobAborted", "QueryScheduler", "RetryPolicy", "VendorLimits"]
+
+
+class JobAborted(RuntimeError):
+    """A failure that no other query can avoid either (refused credentials): the job stops."""
+
+
+@dataclass(frozen=True, slots=True)
+class VendorLimits:
+    """How hard one vendor may be driven; shared by every image of a job."""
+
+    requests_per_second: float | None = None
+    concurrency: int = 8
+    request_timeout_s: float = 30.0
+    #: How long a batching vendor's request waits for more ready samples to join it.
+    batch_linger_s: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, plus the vendor's own retry hint when it gives one."""
+
+    max_attempts: int = 6
+    deadline_s: float = 120.0
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 20.0
+
+
+class _StillRetryable(Exception):
+    """Some queries of a request failed transiently; carries the error that decides the wait."""
+
+    def __init__(self, error: VendorError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _retry_hint(exc: BaseException) -> float:
+    error = exc.error if isinstance(exc, _StillRetryable) else exc
+    return getattr(error, "retry_after", None) or 0.0
+
+
+@dataclass(slots=True)
+class _Query:
+    image_id: int
+    sample_index: int
+    data: bytes
+    digest: str
+    future: asyncio.Future[QueryRecord]
+    attempts: int = 0
+    first_sent_at: float = 0.0
+    last_error: VendorError | None = None
+    raw: str | None = field(default=None, repr=False)
+
+
+def _throttler(requests_per_second: float) -> Throttler:
+    if requests_per_second >= 1:
+        return Throttler(rate_limit=round(requests_per_second), period=1.0)
+    return Throttler(rate_limit=1, period=1.0 / requests_per_second)
+
+
+class QueryScheduler:
+    """Sends queries to one adapter for every image of a job."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        journal: Journal,
+        budget: Budget,
+        *,
+        price: Price,
+        limits: VendorLimits = VendorLimits(),
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.adapter = adapter
+        self._journal = journal
+        self._budget = budget
+        self._price = price
+        self._limits = limits
+        self._retry = retry
+        self._sleep = sleep
+        self._throttler = _throttler(limits.requests_per_second) if limits.requests_per_second else None
+        self._slots = asyncio.Semaphore(limits.concurrency)
+        self._waiting: list[_Query] = []
+        self._wakeup = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._requests: set[asyncio.Task[None]] = set()
+        self.aborted: BaseException | None = None
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "throttled": 0}
+
+    async def query(self, image_id: int, sample_index: int, data: bytes, digest: str) -> QueryRecord:
+        """Send one sample until it has a final outcome, and return its committed vote."""
+        if self.aborted is not None:
+            raise self.aborted
+        if self._dispatcher is None:
+            self._dispatcher = asyncio.create_task(
+                self._dispatch(), name=f"apiwrap-{self.adapter.name}-dispatch"
+            )
+        future: asyncio.Future[QueryRecord] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Query(image_id, sample_index, data, digest, future))
+        self._wakeup.set()
+        return await future
+
+    async def aclose(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        await asyncio.gather(*self._requests, return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        batch_size = max(1, self.adapter.max_batch)
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if batch_size > 1 and len(self._waiting) < batch_size:
+                await asyncio.sleep(self._limits.batch_linger_s)
+            while self._waiting:
+                await self._slots.acquire()
+                group, self._waiting = self._waiting[:batch_size], self._waiting[batch_size:]
+                task = asyncio.create_task(self._send_with_retries(group))
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+
+    async def _send_with_retries(self, group: list[_Query]) -> None:
+        pending = group
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._retry.max_attempts) | stop_after_delay(self._retry.deadline_s),
+            wait=wait_random_exponential(multiplier=self._retry.backoff_base_s, max=self._retry.backoff_max_s)
+            + wait_exception(_retry_hint),
+            retry=retry_if_exception_type(_StillRetryable),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.stats["retries"] += len(pending)
+                    pending = await self._attempt(pending)
+                    retryable = [q.last_error for q in pending if q.last_error is not None]
+                    if retryable:
+                        raise _StillRetryable(max(retryable, key=_retry_hint))
+        except _StillRetryable:
+            for query in pending:
+                self._fail(query, query.last_error or Transient("retries exhausted"))
+        except BaseException as exc:
+            for query in pending:
+                if not query.future.done():
+                    query.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._slots.release()
+
+    async def _attempt(self, queries: list[_Query]) -> list[_Query]:
+        """One request for ``queries``; returns those that should be retried."""
+        reservations = []
+        sendable = []
+        for query in queries:
+            try:
+                reservations.append(self._budget.reserve(self._price.micro_usd_per_image, 1))
+            except BudgetExceeded as exc:
+                query.future.set_exception(exc)  # never sent, never paid, no vote
+                continue
+            sendable.append(query)
+        if not sendable:
+            return []
+        attempt_ids = []
+        now = time.time()
+        for query in sendable:
+            query.attempts += 1
+            query.first_sent_at = query.first_sent_at or now
+            attempt_ids.append(self._journal.attempt_sent(query.image_id, query.sample_index, query.digest))
+        results = await self._send([query.data for query in sendable])
+        retry = []
+        for query, reservation, attempt_id, result in zip(
+            sendable, reservations, attempt_ids, results, strict=True
+        ):
+            outcome = "ok" if isinstance(result, VendorAnswer) else result.outcome
+            billed = self._price.bills(outcome)
+            self._budget.settle(reservation, billed=billed)
+            self._journal.attempt_finished(attempt_id, outcome, billed, self._price.micro_usd_per_image)
+            if isinstance(result, VendorAnswer):
+                self._commit(
+                    query,
+                    QueryRecord(query.sample_index, query.digest, result.top1, "ok", result.model_version),
+                    raw=result.raw,
+                    error=None,
+                )
+            elif isinstance(result, AuthError):
+                self.aborted = JobAborted(f"{self.adapter.name}: {result}")
+                self._fail(query, result)
+            elif result.retryable:
+                if isinstance(result, Throttled):
+                    self.stats["throttled"] += 1
+                query.last_error = result
+                retry.append(query)
+            else:
+                self._fail(query, result)
+        return retry
+
+    async def _send(self, images: list[bytes]) -> list[VendorAnswer | VendorError]:
+        self.stats["requests"] += 1
+        try:
+            if self._throttler is not None:
+                await self._throttler.acquire()
+            async with asyncio.timeout(self._limits.request_timeout_s):
+                results = await self.adapter.label_batch(images)
+        except VendorError as exc:
+            return [exc] * len(images)
+        except TimeoutError:
+            return [Transient(f"no answer within {self._limits.request_timeout_s:g} s")] * len(images)
+        except Exception as exc:  # an adapter bug must fail these queries, not hang the job
+            return [Fatal(f"adapter {self.adapter.name} raised {type(exc).__name__}: {exc}")] * len(images)
+        if len(results) != len(images):
+            return [Fatal(f"adapter returned {len(results)} answers for {len(images)} images")] * len(images)
+        return results
+
+    def _fail(self, query: _Query, error: VendorError) -> None:
+        self._commit(
+            query,
+            QueryRecord(query.sample_index, query.digest, FAILED_QUERY, error.outcome, None),
+            raw=None,
+            error=f"{type(error).__name__}: {error}",
+        )
+
+    def _commit(self, query: _Query, record: QueryRecord, *, raw: str | None, error: str | None) -> None:
+        self._journal.record_query(
+            query.image_id,
+            record,
+            attempts=query.attempts,
+            raw=raw,
+            error=error,
+            first_sent_at=query.first_sent_at,
+        )
+        if not query.future.done():
+            query.future.set_result(record)
