@@ -34,6 +34,11 @@ __all__ = [
 # name -> ("module:factory", pip extra that provides its SDK)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
     "local": ("adapters.local:create", None),
+    "aws": ("adapters.aws:create", "aws"),
+    "google": ("adapters.google:create", "google"),
+    "azure": ("adapters.azure:create", "azure"),
+    "clarifai": ("adapters.clarifai:create", "clarifai"),
+    "http": ("adapters.http:create", None),
 }
 
 
@@ -57,5 +62,7 @@ def create_adapter(name: str, **options: Any) -> Adapter:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         hint = f": pip install 'apiwrap[{extra}]'" if extra else ""
-        raise ImportError(f"vendor {name!r} needs a package that is not installed ({exc.name}){hint}") from exc
+        raise ImportError(
+            f"vendor {name!r} needs a package that is not installed ({exc.name}){hint}"
+        ) from exc
     return getattr(module, factory_name)(**options)
