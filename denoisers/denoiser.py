@@ -1,0 +1,151 @@
+"""The inference-side `Denoiser`, checkpoint files, and loading shipped denoisers by name.
+
+A checkpoint is two files side by side: `<name>.pt`, the network's state dict, and
+`<name>.json`, its metadata record (architecture and its kwargs, sigma, objective,
+surrogates, training data, steps, PSNR on CBSD68, date).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from denoisers.architectures import create_architecture
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "IDENTITY_NAME",
+    "Denoiser",
+    "available_denoisers",
+    "load_checkpoint",
+    "load_denoiser",
+    "save_checkpoint",
+]
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+IDENTITY_NAME = "none"
+_SIGMA_TOLERANCE = 1e-6
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Denoiser:
+    """A frozen denoiser ready for inference; `network=None` makes the identity (no denoising).
+
+    Called with float32 (B, 3, H, W) noisy images (x + sigma * N(0, 1), not clipped), it returns
+    the denoised images clipped to [0, 1], on the input's device, computed in chunks of at most
+    `max_batch` images. Inference is deterministic and safe to call from a worker thread (the
+    network is only read).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | None,
+        *,
+        name: str,
+        sigma: float | None,
+        metadata: dict[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        max_batch: int = 16,
+    ) -> None:
+        self.name = name
+        self.sigma = sigma
+        self.metadata = dict(metadata or {})
+        self.device = torch.device(device) if device is not None else _default_device()
+        self.max_batch = max_batch
+        self.network = network
+        if network is not None:
+            network.eval().to(self.device, memory_format=torch.channels_last)
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
+
+    def __repr__(self) -> str:
+        return f"Denoiser(name={self.name!r}, sigma={self.sigma}, device={self.device})"
+
+    def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
+        if noisy.ndim != 4 or noisy.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(noisy.shape)}")
+        if self.network is None:
+            return noisy.float().clamp(0.0, 1.0)
+        outputs = []
+        with torch.inference_mode():
+            for chunk in noisy.split(self.max_batch):
+                # channels_last lets oneDNN pick its fastest convolution kernels on CPU (~1.3-3x measured)
+                chunk = chunk.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+                outputs.append(self.network(chunk).clamp_(0.0, 1.0).contiguous().to(noisy.device))
+        return torch.cat(outputs)
+
+
+def save_checkpoint(network: nn.Module, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Writes `<path>.pt` (state dict) and `<path>.json` (metadata); returns the .pt path.
+
+    `metadata` must name the architecture (`architecture`, `architecture_kwargs`) and `sigma`.
+    """
+    missing = {"architecture", "architecture_kwargs", "sigma"} - metadata.keys()
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {', '.join(sorted(missing))}")
+    weights_path = Path(path).with_suffix(".pt")
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+    torch.save(state, weights_path)
+    weights_path.with_suffix(".json").write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return weights_path
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuilds the network of a checkpoint (`.pt` or `.json` path, or the path without suffix)."""
+    weights_path = Path(path).with_suffix(".pt")
+    metadata_path = weights_path.with_suffix(".json")
+    if not weights_path.is_file() or not metadata_path.is_file():
+        raise FileNotFoundError(f"a checkpoint needs both {weights_path} and {metadata_path}")
+    metadata = json.loads(metadata_path.read_text())
+    network = create_architecture(metadata["architecture"], **metadata.get("architecture_kwargs", {}))
+    network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return network.eval(), metadata
+
+
+def available_denoisers() -> list[str]:
+    """Names accepted by `load_denoiser`: "none" and every checkpoint shipped in the package."""
+    shipped = sorted(path.stem for path in CHECKPOINT_DIR.glob("*.json") if path.with_suffix(".pt").is_file())
+    return [IDENTITY_NAME, *shipped]
+
+
+def load_denoiser(
+    name_or_path: str, sigma: float, *, force: bool = False, device: str | None = None
+) -> Denoiser:
+    """A denoiser by shipped name (see `available_denoisers`) or checkpoint path.
+
+    "none" gives the identity. A checkpoint trained for a different sigma is refused (a
+    denoiser trained at one noise level is poor at another and would silently weaken every
+    certificate) unless `force` is true.
+    """
+    if name_or_path == IDENTITY_NAME:
+        return Denoiser(None, name=IDENTITY_NAME, sigma=None, device=device)
+    shipped = CHECKPOINT_DIR / f"{name_or_path}.pt"
+    candidate = Path(name_or_path)
+    if shipped.is_file():
+        path = shipped
+    elif candidate.with_suffix(".pt").is_file():
+        path = candidate.with_suffix(".pt")
+    else:
+        raise ValueError(
+            f"unknown denoiser {name_or_path!r}: not a shipped name nor a checkpoint path; "
+            f"available: {', '.join(available_denoisers())}"
+        )
+    network, metadata = load_checkpoint(path)
+    trained_sigma = float(metadata["sigma"])
+    if not math.isclose(trained_sigma, sigma, abs_tol=_SIGMA_TOLERANCE) and not force:
+        raise ValueError(
+            f"denoiser {name_or_path!r} was trained for sigma={trained_sigma:g} but sigma={sigma:g} was "
+            f"requested; pick a denoiser trained at sigma={sigma:g} or pass force=True (--force-denoiser)"
+        )
+    return Denoiser(
+        network, name=metadata.get("name", path.stem), sigma=trained_sigma, metadata=metadata, device=device
+    )
