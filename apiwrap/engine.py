@@ -215,8 +215,11 @@ class Engine:
     async def _votes(
         self, image: SourceImage, image_id: int, indices: range, answered: dict[int, QueryRecord]
     ) -> list[QueryRecord]:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._vote(image, image_id, i, answered)) for i in indices]
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(self._vote(image, image_id, i, answered)) for i in indices]
+        except BaseExceptionGroup as errors:
+            raise _most_telling(errors) from errors
         return [task.result() for task in tasks]
 
     async def _vote(
@@ -229,6 +232,22 @@ class Engine:
             record = await self._scheduler.query(image_id, index, sample.data, sample.digest)
         self._on_query()
         return record
+
+
+def _most_telling(errors: BaseExceptionGroup) -> BaseException:
+    """The one error of a failed image that explains it: job-wide stops before budget, then the first."""
+    leaves: list[BaseException] = []
+
+    def collect(group: BaseExceptionGroup) -> None:
+        for error in group.exceptions:
+            collect(error) if isinstance(error, BaseExceptionGroup) else leaves.append(error)
+
+    collect(errors)
+    for kind in (JobAborted, BudgetExceeded):
+        for error in leaves:
+            if isinstance(error, kind):
+                return error
+    return leaves[0]
 
 
 def _space(image: SourceImage) -> str:

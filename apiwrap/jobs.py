@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters import create_adapter
+from adapters import Adapter, create_adapter
 from apiwrap.engine import CertificationSettings, Engine, ImageResult
 from apiwrap.journal import Journal
 from apiwrap.samples import SamplePreparer
@@ -77,10 +77,16 @@ async def run_job(
     images: list[tuple[str, Path | bytes]],
     *,
     on_query: Callable[[], None] | None = None,
+    adapter: Adapter | None = None,
+    price_table: PriceTable | None = None,
 ) -> JobReport:
-    """Run (or resume) a job and return its report; the journal is left complete on disk."""
+    """Run (or resume) a job and return its report; the journal is left complete on disk.
+
+    ``adapter`` and ``price_table`` replace the ones the spec names (a seam for tests and
+    for callers that build their own vendor client).
+    """
     started = time.monotonic()
-    prices = PriceTable.load(spec.prices) if spec.prices else PriceTable.default()
+    prices = price_table or (PriceTable.load(spec.prices) if spec.prices else PriceTable.default())
     price = prices.price(spec.settings.vendor)
     path = journal_path(spec.runs_dir, spec.job)
     journal = Journal(path)
@@ -89,7 +95,7 @@ async def run_job(
         spent_micro_usd, spent_queries = journal.spent()
         budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
         denoise = load_denoise(spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser)
-        adapter = create_adapter(spec.settings.vendor, **spec.vendor_options)
+        adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
         scheduler = QueryScheduler(
             adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
         )

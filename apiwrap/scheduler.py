@@ -83,6 +83,11 @@ class _Query:
     raw: str | None = field(default=None, repr=False)
 
 
+def _reject(query: _Query, error: BaseException) -> None:
+    if not query.future.done():
+        query.future.set_exception(error)
+
+
 def _throttler(requests_per_second: float) -> Throttler:
     if requests_per_second >= 1:
         return Throttler(rate_limit=round(requests_per_second), period=1.0)
@@ -147,6 +152,11 @@ class QueryScheduler:
                 await asyncio.sleep(self._limits.batch_linger_s)
             while self._waiting:
                 await self._slots.acquire()
+                # An image that stopped (budget, failure) no longer wants its unsent queries.
+                self._waiting = [query for query in self._waiting if not query.future.done()]
+                if not self._waiting:
+                    self._slots.release()
+                    break
                 group, self._waiting = self._waiting[:batch_size], self._waiting[batch_size:]
                 task = asyncio.create_task(self._send_with_retries(group))
                 self._requests.add(task)
@@ -176,8 +186,7 @@ class QueryScheduler:
                 self._fail(query, query.last_error or Transient("retries exhausted"))
         except BaseException as exc:
             for query in pending:
-                if not query.future.done():
-                    query.future.set_exception(exc)
+                _reject(query, exc)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -185,13 +194,18 @@ class QueryScheduler:
 
     async def _attempt(self, queries: list[_Query]) -> list[_Query]:
         """One request for ``queries``; returns those that should be retried."""
+        if self.aborted is not None:
+            for query in queries:
+                if not query.future.done():
+                    _reject(query, self.aborted)
+            return []
         reservations = []
         sendable = []
         for query in queries:
             try:
                 reservations.append(self._budget.reserve(self._price.micro_usd_per_image, 1))
             except BudgetExceeded as exc:
-                query.future.set_exception(exc)  # never sent, never paid, no vote
+                _reject(query, exc)  # never sent, never paid, no vote
                 continue
             sendable.append(query)
         if not sendable:
@@ -219,8 +233,9 @@ class QueryScheduler:
                     error=None,
                 )
             elif isinstance(result, AuthError):
+                # Not a vote (nothing was judged) and nothing else can succeed either.
                 self.aborted = JobAborted(f"{self.adapter.name}: {result}")
-                self._fail(query, result)
+                _reject(query, self.aborted)
             elif result.retryable:
                 if isinstance(result, Throttled):
                     self.stats["throttled"] += 1

@@ -1,0 +1,182 @@
+"""The engine under faults: no vote lost or counted twice, the ledger exact, the cap kept."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sqlite3
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adapters import AuthError, VendorAnswer, VendorError
+from apiwrap.certify import AbstainReason
+from apiwrap.engine import CertificationSettings
+from apiwrap.jobs import JobReport, JobSpec, run_job
+from apiwrap.journal import JournalError
+from apiwrap.scheduler import RetryPolicy, VendorLimits
+from budgets import Price, PriceTable
+from tests.fakes import FaultRates, FaultyVendor
+
+FAST_RETRY = RetryPolicy(max_attempts=8, deadline_s=30, backoff_base_s=0.0005, backoff_max_s=0.005)
+PRICES = PriceTable({"fake": Price(Decimal("1.00"))})  # 1,000 micro-USD per image
+
+
+def _png(seed: int, size: int = 12) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _images(count: int) -> list[tuple[str, Path | bytes]]:
+    return [(f"img{i}.png", _png(i)) for i in range(count)]
+
+
+def _spec(tmp_path: Path, job: str = "job", **overrides: object) -> JobSpec:
+    settings = CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=60, alpha=0.01, seed=1)
+    options: dict[str, object] = {
+        "settings": settings,
+        "job": job,
+        "runs_dir": tmp_path,
+        "limits": VendorLimits(concurrency=16, request_timeout_s=0.2),
+        "retry": FAST_RETRY,
+    }
+    options.update(overrides)
+    return JobSpec(**options)  # type: ignore[arg-type]
+
+
+def _run(spec: JobSpec, vendor: FaultyVendor, images: list[tuple[str, Path | bytes]]) -> JobReport:
+    return asyncio.run(run_job(spec, images, adapter=vendor, price_table=PRICES))
+
+
+def _ledger(path: Path) -> tuple[int, int, int]:
+    """(billed attempts, their micro-USD, query rows) straight from the journal file."""
+    with sqlite3.connect(path) as db:
+        billed, cost = db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(cost_micro_usd), 0) FROM attempts WHERE billed=1"
+        ).fetchone()
+        queries = db.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
+    return billed, cost, queries
+
+
+def _certificates(report: JobReport) -> list[tuple[str, str, str | None, float | None]]:
+    return [(r.image, r.status, r.label, r.radius) for r in report.results]
+
+
+def test_faults_lose_no_vote_and_change_no_certificate(tmp_path: Path) -> None:
+    images = _images(20)
+    clean = _run(_spec(tmp_path, "clean"), FaultyVendor(), images)
+    faults = FaultRates(throttle=0.05, timeout=0.02, reset=0.05, server_error=0.05, malformed=0.05)
+    vendor = FaultyVendor(faults=faults, seed=3)
+    faulty = _run(_spec(tmp_path, "faulty"), vendor, images)
+
+    queries_per_image = 1 + 10 + 60
+    assert all(r.queries == queries_per_image and r.failed_queries == 0 for r in faulty.results)
+    assert all(r.estimation_votes == 60 for r in faulty.results)
+    # Retries re-send the same bytes, so faults cannot change a single vote.
+    assert _certificates(faulty) == _certificates(clean)
+    billed, cost, rows = _ledger(faulty.journal)
+    assert rows == 20 * queries_per_image
+    assert billed == vendor.billed.total()  # every billable answer is in the ledger exactly once
+    assert vendor.billed["malformed"] > 0 and faulty.retries > 0 and faulty.throttled > 0
+    assert cost == billed * 1000 == faulty.budget.spent.micro_usd
+
+
+def test_money_cap_is_never_exceeded_at_high_concurrency(tmp_path: Path) -> None:
+    vendor = FaultyVendor(faults=FaultRates(malformed=0.1, server_error=0.1), seed=5, latency_s=0.001)
+    spec = _spec(tmp_path, limits=VendorLimits(concurrency=64), max_usd=Decimal("0.5"))
+    report = _run(spec, vendor, _images(10))
+    billed, cost, _ = _ledger(report.journal)
+    assert cost <= 500_000 and vendor.billed.total() * 1000 <= 500_000
+    assert billed == vendor.billed.total()
+    assert report.budget_exhausted
+    assert any(r.status == "budget" for r in report.results)
+    assert vendor.max_in_flight > 8  # the cap held with many requests really in flight
+
+
+def test_query_cap_stops_the_job_cleanly(tmp_path: Path) -> None:
+    vendor = FaultyVendor()
+    report = _run(_spec(tmp_path, max_queries=150), vendor, _images(4))
+    assert vendor.billed.total() == 150
+    statuses = Counter(r.status for r in report.results)
+    assert statuses["budget"] >= 2
+
+
+def test_resume_sends_nothing_already_answered(tmp_path: Path) -> None:
+    images = _images(3)
+    first = _run(_spec(tmp_path), FaultyVendor(), images)
+    again_vendor = FaultyVendor()
+    again = _run(_spec(tmp_path), again_vendor, images)
+    assert again_vendor.calls == 0
+    assert _certificates(again) == _certificates(first)
+
+
+def test_resume_with_other_parameters_is_refused(tmp_path: Path) -> None:
+    _run(_spec(tmp_path), FaultyVendor(), _images(1))
+    other = _spec(
+        tmp_path, settings=CertificationSettings(vendor="fake", sigma=0.5, n0=10, n=60, alpha=0.01, seed=1)
+    )
+    with pytest.raises(JournalError, match="sigma"):
+        _run(other, FaultyVendor(), _images(1))
+
+
+def test_a_query_that_always_fails_is_a_vote_against_and_never_redrawn(tmp_path: Path) -> None:
+    vendor = FaultyVendor(faults=FaultRates(server_error=1.0))
+    retry = RetryPolicy(max_attempts=3, backoff_base_s=0.0001, backoff_max_s=0.001)
+    report = _run(_spec(tmp_path, retry=retry), vendor, _images(1))
+    (result,) = report.results
+    assert result.status == "abstained"
+    assert result.failed_queries == 70
+    assert vendor.calls == 71 * 3  # every query tried exactly max_attempts times with one sample each
+    assert report.budget.spent.queries == 0  # 5xx is not billed
+
+
+def test_model_version_change_makes_the_certificate_abstain(tmp_path: Path) -> None:
+    class Drifting(FaultyVendor):
+        def _vote(self, image: bytes) -> VendorAnswer:
+            answer = super()._vote(image)
+            version = "fake-2" if self.calls > 40 else "fake-1"
+            return VendorAnswer(answer.labels, version, answer.raw)
+
+    report = _run(_spec(tmp_path, limits=VendorLimits(concurrency=1)), Drifting(), _images(1))
+    (result,) = report.results
+    assert result.abstain_reason == AbstainReason.MODEL_DRIFT.value
+    assert result.model_versions == ["fake-1", "fake-2"]
+
+
+def test_refused_credentials_stop_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    class Refusing(FaultyVendor):
+        async def label_batch(self, images: object) -> list[VendorAnswer | VendorError]:
+            self.calls += 1
+            raise AuthError("the vendor refused the credentials (HTTP 401)")
+
+    vendor = Refusing()
+    report = _run(_spec(tmp_path, limits=VendorLimits(concurrency=1)), vendor, _images(3))
+    assert all(r.status == "failed" and "credentials" in (r.error or "") for r in report.results)
+    assert vendor.calls <= 3
+
+
+def test_a_corrupt_image_fails_alone(tmp_path: Path) -> None:
+    images = [*_images(2), ("broken.png", b"\x89PNG\r\n\x1a\n truncated")]
+    report = _run(_spec(tmp_path), FaultyVendor(), images)
+    statuses = {r.image: r.status for r in report.results}
+    assert statuses["broken.png"] == "failed"
+    assert "corrupt" in (report.results[2].error or "") or "readable" in (report.results[2].error or "")
+    assert statuses["img0.png"] in {"certified", "abstained"} and statuses["img1.png"] in {
+        "certified",
+        "abstained",
+    }
+
+
+def test_batching_vendor_gets_full_batches_and_the_same_votes(tmp_path: Path) -> None:
+    images = _images(4)
+    single = _run(_spec(tmp_path, "single"), FaultyVendor(), images)
+    vendor = FaultyVendor(max_batch=16)
+    batched = _run(_spec(tmp_path, "batched"), vendor, images)
+    assert _certificates(batched) == _certificates(single)
+    assert vendor.calls < 4 * 71 / 4  # far fewer requests than queries
