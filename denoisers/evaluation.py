@@ -15,7 +15,7 @@ from torch.nn import functional
 
 from denoisers.data import list_images, load_image
 
-__all__ = ["DenoisingScores", "evaluate_folder", "psnr", "ssim"]
+__all__ = ["AgreementScores", "DenoisingScores", "classifier_agreement", "evaluate_folder", "psnr", "ssim"]
 
 
 def psnr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -104,4 +104,50 @@ def evaluate_folder(
         noisy_psnr=means[2],
         noisy_ssim=means[3],
         per_image_psnr=[row[0] for row in rows],
+    )
+
+
+@dataclass
+class AgreementScores:
+    """How often a classifier's top-1 on denoised noisy copies equals its top-1 on the clean image."""
+
+    folder: str
+    sigma: float
+    images: int
+    noises_per_image: int
+    agreement: float
+    per_image_agreement: list[float] = field(repr=False, default_factory=list)
+
+
+def classifier_agreement(
+    denoise: Callable[[torch.Tensor], torch.Tensor],
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    folder: str | Path,
+    sigma: float,
+    *,
+    noises_per_image: int = 10,
+    max_images: int | None = None,
+    seed: int = 0,
+) -> AgreementScores:
+    """The quantity Stab training raises: the fraction of sigma-noisy, denoised copies on which
+    `classifier` keeps its clean-image top-1 label (a proxy for certified accuracy at r = 0).
+
+    Evaluation only: any folder is allowed, the evaluation set included.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    per_image: list[float] = []
+    with torch.inference_mode():
+        for path in list_images(folder)[:max_images]:
+            clean = load_image(path)[None]
+            reference = classifier(clean).argmax(1)
+            noisy = clean + sigma * torch.randn((noises_per_image, *clean.shape[1:]), generator=generator)
+            votes = classifier(denoise(noisy)).argmax(1)
+            per_image.append(float((votes == reference).float().mean()))
+    return AgreementScores(
+        folder=str(folder),
+        sigma=sigma,
+        images=len(per_image),
+        noises_per_image=noises_per_image,
+        agreement=sum(per_image) / len(per_image),
+        per_image_agreement=per_image,
     )

@@ -33,7 +33,14 @@ from denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_im
 from denoisers.denoiser import Denoiser, load_checkpoint, save_checkpoint
 from denoisers.evaluation import evaluate_folder, psnr
 
-__all__ = ["DEFAULT_EVAL_DATA", "DEFAULT_TRAINING_DATA", "OBJECTIVES", "TrainingConfig", "train_denoiser"]
+__all__ = [
+    "DEFAULT_EVAL_DATA",
+    "DEFAULT_TRAINING_DATA",
+    "OBJECTIVES",
+    "TrainingConfig",
+    "build_loss",
+    "train_denoiser",
+]
 
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TRAINING_DATA = _PROJECT_ROOT.parent / "shared" / "data" / "natural"
@@ -129,10 +136,11 @@ def _initial_network(config: TrainingConfig) -> tuple[nn.Module, dict[str, Any] 
     return network.train(), parent
 
 
-def _loss_function(
+def build_loss(
     config: TrainingConfig, classifiers: list[nn.Module]
 ) -> Callable[[nn.Module, torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
-    """Returns loss(network, clean, noisy, step) -> (loss, denoised output)."""
+    """The objective as loss(network, clean, noisy, step) -> (loss, denoised output); `step`
+    picks the classifier when several surrogates are cycled."""
 
     def mse_loss(
         network: nn.Module, clean: torch.Tensor, noisy: torch.Tensor, step: int
@@ -198,7 +206,7 @@ def train_denoiser(config: TrainingConfig, *, show_progress: bool = True) -> dic
     network, parent = _initial_network(config)
     network = network.to(device, memory_format=torch.channels_last).train()
     classifiers = [load_classifier(name).to(device) for name in config.classifier_names]
-    loss_function = _loss_function(config, classifiers)
+    loss_function = build_loss(config, classifiers)
     optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
 
     def learning_rate_factor(step: int) -> float:
@@ -214,9 +222,7 @@ def train_denoiser(config: TrainingConfig, *, show_progress: bool = True) -> dic
         state = torch.load(config.state_path, map_location="cpu", weights_only=False)
         mismatched = [key for key in _RESUME_INVARIANTS if state["config"][key] != config.record()[key]]
         if mismatched:
-            raise ValueError(
-                f"cannot resume from {config.state_path}: {', '.join(mismatched)} differ"
-            )
+            raise ValueError(f"cannot resume from {config.state_path}: {', '.join(mismatched)} differ")
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

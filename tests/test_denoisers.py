@@ -1,0 +1,213 @@
+"""Denoisers: architectures, objectives, checkpoints, the load_denoiser API and the data rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from denoisers import (
+    ARCHITECTURES,
+    Denoiser,
+    available_denoisers,
+    create_architecture,
+    load_denoiser,
+    save_checkpoint,
+)
+from denoisers.classifiers import load_classifier
+from denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
+from denoisers.evaluation import evaluate_folder, psnr, ssim
+from denoisers.training import TrainingConfig, build_loss, train_denoiser
+
+# small configurations keep the suite fast; the defaults are exercised by shape only
+TINY_KWARGS = {
+    "fast": {"channels": 8, "half_res_layers": 2, "quarter_res_layers": 1},
+    "dncnn": {"depth": 4, "channels": 8},
+    "dncnn-wide": {"depth": 4},
+    "memnet": {"channels": 8, "num_memblocks": 2, "num_resblocks": 2},
+}
+
+
+@pytest.fixture(autouse=True)
+def _seeded() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Six smooth synthetic 48x40 colour images (gradients and blobs), as PNG."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rows, columns = np.mgrid[0:40, 0:48]
+    for index in range(6):
+        channels = [
+            0.5 + 0.4 * np.sin(rows / rng.uniform(3, 9) + columns / rng.uniform(3, 9) + phase)
+            for phase in rng.uniform(0, 6, size=3)
+        ]
+        image = (np.stack(channels, axis=-1).clip(0, 1) * 255).astype(np.uint8)
+        Image.fromarray(image).save(folder / f"image{index}.png")
+    return folder
+
+
+def _config(tmp_path: Path, image_folder: Path, **overrides: object) -> TrainingConfig:
+    settings: dict = {
+        "output": tmp_path / "run" / "tiny",
+        "data": image_folder,
+        "architecture": "fast",
+        "architecture_kwargs": TINY_KWARGS["fast"],
+        "crop_size": 32,
+        "batch_size": 4,
+        "steps": 4,
+        "checkpoint_every": 2,
+        "eval_data": None,
+        "device": "cpu",
+    }
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architecture_keeps_shape_and_is_deterministic(name: str) -> None:
+    network = create_architecture(name, **TINY_KWARGS[name]).eval()
+    noisy = torch.rand(2, 3, 30, 22) + 0.25 * torch.randn(2, 3, 30, 22)  # sizes not multiples of 4
+    with torch.no_grad():
+        first, second = network(noisy), network(noisy)
+    assert first.shape == noisy.shape
+    assert torch.equal(first, second)
+
+
+def test_default_dncnn_matches_the_seed() -> None:
+    dncnn = create_architecture("dncnn")
+    assert sum(parameter.numel() for parameter in dncnn.parameters()) == pytest.approx(0.56e6, rel=0.01)
+    assert sum(isinstance(module, torch.nn.Conv2d) for module in dncnn.modules()) == 17
+    wide = create_architecture("dncnn-wide")
+    assert wide.body[0].out_channels == 128
+
+
+def test_unknown_architecture_is_refused() -> None:
+    with pytest.raises(ValueError, match="fast"):
+        create_architecture("unet-9000")
+
+
+@pytest.mark.parametrize("objective", ["mse", "stab", "stab+mse"])
+def test_a_few_steps_lower_the_loss(objective: str, tmp_path: Path, image_folder: Path) -> None:
+    init_from = None
+    if objective == "stab+mse":
+        parent = create_architecture("fast", **TINY_KWARGS["fast"])
+        init_from = str(
+            save_checkpoint(
+                parent,
+                tmp_path / "parent",
+                {"architecture": "fast", "architecture_kwargs": TINY_KWARGS["fast"], "sigma": 0.25},
+            )
+        )
+    config = _config(tmp_path, image_folder, objective=objective, init_from=init_from, mse_weight=1.0)
+    classifiers = [load_classifier("efficientnet-lite0")] if objective != "mse" else []
+    loss_function = build_loss(config, classifiers)
+    network = create_architecture("fast", **TINY_KWARGS["fast"]).train()
+    clean = RandomCropSampler(load_images(image_folder), 32, seed=1).sample(2)
+    noisy = clean + 0.25 * torch.randn(clean.shape)
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    losses = []
+    for step in range(12):
+        loss, _ = loss_function(network, clean, noisy, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_resumed_training_equals_an_uninterrupted_run(tmp_path: Path, image_folder: Path) -> None:
+    # a constant learning rate, so that the 2-step run's schedule is the 4-step run's first half
+    def run(folder: str, steps: int) -> dict:
+        config = _config(tmp_path / folder, image_folder, steps=steps, cosine_schedule=False)
+        return train_denoiser(config, show_progress=False)
+
+    straight = run("straight", 4)
+    interrupted = run("resumed", 2)
+    resumed = run("resumed", 4)
+    assert interrupted["steps"] == 2 and resumed["steps"] == straight["steps"] == 4
+    weights = torch.load(tmp_path / "straight" / "run" / "tiny.pt")
+    resumed_weights = torch.load(tmp_path / "resumed" / "run" / "tiny.pt")
+    assert all(torch.equal(weights[key], resumed_weights[key]) for key in weights)
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    network = create_architecture("fast", **TINY_KWARGS["fast"]).eval()
+    metadata = {
+        "name": "tiny",
+        "architecture": "fast",
+        "architecture_kwargs": TINY_KWARGS["fast"],
+        "sigma": 0.25,
+    }
+    path = save_checkpoint(network, tmp_path / "tiny", metadata)
+    denoiser = load_denoiser(str(path), 0.25, device="cpu")
+    noisy = torch.rand(3, 3, 24, 24) + 0.25 * torch.randn(3, 3, 24, 24)
+    with torch.no_grad():
+        expected = network(noisy).clamp(0, 1)
+    assert torch.allclose(denoiser(noisy), expected, atol=1e-6)
+    assert denoiser.sigma == 0.25 and denoiser.name == "tiny" and denoiser.metadata["architecture"] == "fast"
+    assert load_denoiser(str(tmp_path / "tiny"), 0.25, device="cpu").name == "tiny"  # path without suffix
+
+
+def test_batching_does_not_change_the_output(tmp_path: Path) -> None:
+    network = create_architecture("fast", **TINY_KWARGS["fast"])
+    noisy = torch.rand(5, 3, 16, 16)
+    whole = Denoiser(network, name="tiny", sigma=0.25, device="cpu", max_batch=16)(noisy)
+    chunked = Denoiser(network, name="tiny", sigma=0.25, device="cpu", max_batch=2)(noisy)
+    assert torch.allclose(whole, chunked, atol=1e-6)
+    assert whole.min() >= 0 and whole.max() <= 1
+
+
+def test_sigma_mismatch_is_refused_unless_forced(tmp_path: Path) -> None:
+    network = create_architecture("fast", **TINY_KWARGS["fast"])
+    path = save_checkpoint(
+        network,
+        tmp_path / "tiny",
+        {"architecture": "fast", "architecture_kwargs": TINY_KWARGS["fast"], "sigma": 0.5},
+    )
+    with pytest.raises(ValueError, match=r"sigma=0\.5"):
+        load_denoiser(str(path), 0.25)
+    assert load_denoiser(str(path), 0.25, force=True).sigma == 0.5
+
+
+def test_identity_and_unknown_names() -> None:
+    identity = load_denoiser("none", 0.25)
+    assert identity.sigma is None and "none" in available_denoisers()
+    noisy = torch.tensor([-0.5, 0.5, 1.5]).expand(1, 3, 2, 3).contiguous()
+    assert torch.equal(identity(noisy), noisy.clamp(0, 1))
+    with pytest.raises(ValueError, match="available: none"):
+        load_denoiser("no-such-denoiser", 0.25)
+
+
+def test_shipped_denoisers_load_at_their_sigma() -> None:
+    for name in available_denoisers()[1:]:
+        denoiser = load_denoiser(name, load_denoiser(name, 0.0, force=True).sigma)
+        assert denoiser(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_evaluation_set_is_refused_for_training(tmp_path: Path, image_folder: Path) -> None:
+    evaluation_set = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-api-dev"
+    with pytest.raises(ValueError, match="imagenet-api-dev"):
+        _config(tmp_path, evaluation_set)
+    lookalike = tmp_path / "imagenet-api-dev"
+    lookalike.mkdir()
+    with pytest.raises(ValueError, match="evaluation set"):
+        ensure_not_evaluation_set(lookalike)
+    (image_folder / "sneaky").symlink_to(lookalike, target_is_directory=True)
+    with pytest.raises(ValueError, match="evaluation set"):
+        _config(tmp_path, image_folder)
+
+
+def test_quality_metrics(image_folder: Path) -> None:
+    image = torch.rand(1, 3, 32, 32)
+    assert float(ssim(image, image)) == pytest.approx(1.0, abs=1e-5)
+    assert float(psnr(image * 0 + 0.5, image * 0 + 0.6)) == pytest.approx(20.0, abs=1e-3)
+    scores = evaluate_folder(load_denoiser("none", 0.25), image_folder, 0.25, seed=3)
+    again = evaluate_folder(load_denoiser("none", 0.25), image_folder, 0.25, seed=3)
+    assert scores.images == 6 and scores.psnr == again.psnr == scores.noisy_psnr
