@@ -16,9 +16,13 @@ from rich.table import Table
 
 from apiwrap.engine import CertificationSettings, ImageResult, Mode
 from apiwrap.images import find_images
-from apiwrap.jobs import JobReport, JobSpec, run_job
+from apiwrap.jobs import JobReport, JobSpec, journal_path, run_job
+from apiwrap.journal import JournalError
+from apiwrap.replay import replay_journal
 from apiwrap.report import DEFAULT_RADII, certified_accuracy
 from apiwrap.scheduler import RetryPolicy, VendorLimits
+from budgets import BudgetError, PriceTable
+from budgets import estimate as budget_estimate
 
 app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
@@ -166,9 +170,7 @@ def _print_report(report: JobReport, out_path: Path | None) -> None:
     for result in report.results:
         _print_line(result)
     if out_path:
-        with out_path.open("w") as handle:
-            for result in report.results:
-                handle.write(json.dumps(result.to_json()) + "\n")
+        _write_jsonl(report.results, out_path)
     spaces = {r.certified_space for r in report.results if r.certified_space}
     for space in sorted(spaces):
         out.print(f"Radii are L2 distances in the image space of {space}.")
@@ -193,6 +195,12 @@ def _print_report(report: JobReport, out_path: Path | None) -> None:
         out.print(
             f"{report.unanswered_in_flight} queries were in flight when an earlier run stopped; re-sent."
         )
+
+
+def _write_jsonl(results: list[ImageResult], path: Path) -> None:
+    with path.open("w") as handle:
+        for result in results:
+            handle.write(json.dumps(result.to_json()) + "\n")
 
 
 def _print_summary(results: list[ImageResult]) -> None:
@@ -267,3 +275,59 @@ def predict(
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
     _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job, runs_dir,
          max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser)  # fmt: skip
+
+
+@app.command()
+def estimate(
+    images: ImagesArg,
+    vendor: VendorOpt = "local",
+    n0: N0Opt = 20,
+    n: NOpt = 100,
+    mode: Annotated[str, typer.Option(help="certify or predict.")] = "certify",
+    max_attempts: AttemptsOpt = 6,
+    prices: PricesOpt = None,
+) -> None:
+    """Print the expected and worst-case cost of a job before running it."""
+    files = find_images(images)
+    try:
+        settings = CertificationSettings(vendor=vendor, n0=n0 if mode == "certify" else 0, n=n, mode=mode)  # type: ignore[arg-type]
+        table = PriceTable.load(prices) if prices else PriceTable.default()
+        cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, max_attempts)
+    except (ValueError, BudgetError) as exc:
+        _fail(str(exc))
+    table_out = Table(title=f"Cost of {mode} on {len(files)} image(s) at {vendor}")
+    table_out.add_column("")
+    table_out.add_column("", justify="right")
+    for label, value in cost.rows():
+        table_out.add_row(label, value)
+    out.print(table_out)
+
+
+@app.command()
+def replay(
+    job: Annotated[str, typer.Argument(help="Job name (or path to its journal).")],
+    runs_dir: RunsOpt = Path("runs"),
+    n0: Annotated[
+        int | None, typer.Option("--n0", help="Selection samples to use (default: the job's).")
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("--n", help="Estimation samples to use (default: the job's).")
+    ] = None,
+    alpha: Annotated[float | None, typer.Option(help="Failure probability (default: the job's).")] = None,
+    out: OutOpt = None,
+) -> None:
+    """Re-certify a job from its journal, sending no query.
+
+    Fewer samples than the job bought can be used (the first n0 as selection, the next n
+    as estimation); more cannot.
+    """
+    path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
+    try:
+        results = replay_journal(path, n0=n0, n=n, alpha=alpha)
+    except (JournalError, ValueError) as exc:
+        _fail(str(exc))
+    for result in results:
+        _print_line(result)
+    if out:
+        _write_jsonl(results, out)
+    _print_summary(results)

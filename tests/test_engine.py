@@ -180,3 +180,15 @@ def test_batching_vendor_gets_full_batches_and_the_same_votes(tmp_path: Path) ->
     batched = _run(_spec(tmp_path, "batched"), vendor, images)
     assert _certificates(batched) == _certificates(single)
     assert vendor.calls < 4 * 71 / 4  # far fewer requests than queries
+
+
+def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -> None:
+    from apiwrap.replay import replay_journal
+
+    report = _run(_spec(tmp_path), FaultyVendor(), _images(3))
+    replayed = replay_journal(report.journal)
+    assert _certificates(report) == [(r.image, r.status, r.label, r.radius) for r in replayed]
+    smaller = replay_journal(report.journal, n0=5, n=30)
+    assert all(r.estimation_votes == 30 for r in smaller)
+    with pytest.raises(ValueError, match="new queries"):
+        replay_journal(report.journal, n=100)
