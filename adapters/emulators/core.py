@@ -246,6 +246,11 @@ class Emulator:
             return self.config.classify(images)
         return _shared_model(self.config.model, self.config.top_k).classify(images)
 
+    def warm_up(self) -> None:
+        """Load the backing model now, so the first call is not slowed by it."""
+        if self.config.classify is None:
+            _shared_model(self.config.model, self.config.top_k)
+
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> str:
         """Start serving; returns the endpoint URL."""

@@ -1,0 +1,145 @@
+"""Offline testing kit for apiwrap users: vendor emulators and a scripted fake adapter.
+
+Enable the fixtures in a ``conftest.py`` with ``pytest_plugins = ["apiwrap.testing"]``:
+
+- ``vendor_emulator(vendor, **config)`` starts an emulator of ``aws``, ``google``, ``azure``
+  or ``clarifai`` (stopped after the test) and returns it; ``.endpoint`` goes to
+  ``create_adapter(vendor, endpoint=...)``, ``.calls``/``.billable`` count what it saw.
+  It is backed by :func:`fake_classify` unless ``real_model=True``.
+- ``scripted_adapter(*steps, ...)`` returns a :class:`ScriptedAdapter` whose calls follow
+  ``steps``: a label, a :class:`VendorAnswer`, a :class:`VendorError` to raise, or a list
+  of those (one per image).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from adapters.emulators import Emulator, EmulatorConfig, emulator
+from adapters.errors import VendorError
+
+__all__ = [
+    "ScriptedAdapter",
+    "Step",
+    "fake_classify",
+    "scripted_adapter",
+    "vendor_emulator",
+]
+
+#: One call's scripted fate: a label, an answer, an error to raise, or one of those per image.
+Step = str | VendorAnswer | VendorError | Sequence[str | VendorAnswer | VendorError]
+
+# ImageNet classes a colour stands for, in channel order R, G, B.
+_COLOUR_LABELS = ("goldfish", "tree frog", "jellyfish")
+
+
+def fake_classify(images: Sequence[bytes]) -> list[list[tuple[str, float]]]:
+    """A cheap stand-in for the classifier: the label follows the image's dominant colour.
+
+    Red-ish images are "goldfish", green-ish "tree frog", blue-ish "jellyfish", with
+    softmax scores of the mean channel values (so noise moves them as it would a model's).
+    Raises on bytes that are not an image, as the real model does.
+    """
+    answers = []
+    for data in images:
+        with Image.open(io.BytesIO(data)) as image:
+            means = image.convert("RGB").resize((8, 8)).getdata()
+            red, green, blue = (sum(pixel[c] for pixel in means) / (64 * 255.0) for c in range(3))
+        weights = [math.exp(8.0 * value) for value in (red, green, blue)]
+        total = sum(weights)
+        scored = sorted(
+            ((name, round(w / total, 6)) for name, w in zip(_COLOUR_LABELS, weights, strict=True)),
+            key=lambda item: -item[1],
+        )
+        answers.append(scored)
+    return answers
+
+
+class ScriptedAdapter:
+    """An :class:`~adapters.base.Adapter` whose calls follow a script, for engine tests.
+
+    Each ``label_batch`` call takes the next step: a label (every image answered with it,
+    score 1), a :class:`VendorAnswer`, a :class:`VendorError` (raised: the whole request
+    failed), or a sequence with one of those per image (errors land in their slots).
+    Once the script is spent, every call answers ``then``. ``calls`` records the image
+    batches received.
+    """
+
+    def __init__(
+        self,
+        steps: Iterable[Step],
+        *,
+        then: str = "cat",
+        name: str = "scripted",
+        max_batch: int = 1,
+        limits: ImageLimits | None = None,
+        model_version: str | None = "scripted-1",
+    ) -> None:
+        self._steps: Iterator[Step] = iter(steps)
+        self.then = then
+        self.name = name
+        self.max_batch = max_batch
+        self.limits = limits or ImageLimits(max_bytes=20 * 1024 * 1024)
+        self.model_version = model_version
+        self.calls: list[list[bytes]] = []
+        self.closed = False
+
+    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+        self.calls.append(list(images))
+        step = next(self._steps, self.then)
+        if isinstance(step, VendorError):
+            raise step
+        if isinstance(step, str | VendorAnswer):
+            return [self._answer(step) for _ in images]
+        if len(step) != len(images):
+            raise AssertionError(f"scripted step has {len(step)} entries for {len(images)} images")
+        return [item if isinstance(item, VendorError) else self._answer(item) for item in step]
+
+    def _answer(self, step: str | VendorAnswer) -> VendorAnswer:
+        if isinstance(step, VendorAnswer):
+            return step
+        raw = json.dumps({"label": step})
+        return VendorAnswer((Label(canonical_label(step), 1.0),), self.model_version, raw)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def vendor_emulator() -> Iterator[Callable[..., Emulator]]:
+    """Factory: ``vendor_emulator("aws", tps=5, api_key="k")`` -> a running emulator.
+
+    Keyword arguments are :class:`EmulatorConfig` fields; ``real_model=True`` backs it with
+    the configured classifier instead of :func:`fake_classify`. Stopped after the test.
+    """
+    started: list[Emulator] = []
+
+    def start(vendor: str, *, real_model: bool = False, **config: Any) -> Emulator:
+        if not real_model:
+            config.setdefault("classify", fake_classify)
+        running = emulator(vendor, EmulatorConfig(**config))
+        running.start()
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def scripted_adapter() -> Callable[..., ScriptedAdapter]:
+    """Factory: ``scripted_adapter("cat", Throttled("slow", 0.1), "dog", then="cat")``."""
+
+    def build(*steps: Step, **options: Any) -> ScriptedAdapter:
+        return ScriptedAdapter(steps, **options)
+
+    return build
