@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from apiwrap.cli_denoisers import eval_denoiser, train_denoiser
+from apiwrap.cli_emulate import emulate
 from apiwrap.engine import CertificationSettings, ImageResult, Mode
 from apiwrap.images import find_images
 from apiwrap.jobs import JobReport, JobSpec, journal_path, run_job
@@ -21,7 +23,7 @@ from apiwrap.journal import JournalError
 from apiwrap.replay import replay_journal
 from apiwrap.report import DEFAULT_RADII, certified_accuracy
 from apiwrap.scheduler import RetryPolicy, VendorLimits
-from budgets import BudgetError, PriceTable
+from budgets import BudgetError, PriceTable, format_usd
 from budgets import estimate as budget_estimate
 
 app = typer.Typer(
@@ -59,6 +61,9 @@ ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.")
 AttemptsOpt = Annotated[int, typer.Option(help="Attempts per query (same bytes each time).")]
 PricesOpt = Annotated[Path | None, typer.Option(help="TOML file overriding the price table.", exists=True)]
 ForceOpt = Annotated[bool, typer.Option(help="Use a denoiser trained for another sigma.")]
+EmulateOpt = Annotated[
+    bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
+]
 
 
 def _fail(message: str) -> None:
@@ -88,6 +93,7 @@ def _run(
     max_attempts: int,
     prices: Path | None,
     force_denoiser: bool,
+    emulate: bool,
 ) -> None:
     files = find_images(images)
     if not files:
@@ -115,6 +121,7 @@ def _run(
             max_queries=max_queries,
             prices=prices,
             force_denoiser=force_denoiser,
+            emulate=emulate,
         )
     except (ValueError, ArithmeticError) as exc:
         _fail(str(exc))
@@ -123,6 +130,7 @@ def _run(
         f"{mode} {len(files)} image(s) at vendor [bold]{vendor}[/bold], sigma={sigma}, "
         + (f"n0={n0}, " if mode == "certify" else "")
         + f"n={n}, alpha={alpha}, denoiser={denoiser}; journal {spec.runs_dir / spec.job}.sqlite"
+        + (" (vendor emulated on 127.0.0.1)" if emulate else "")
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -177,9 +185,10 @@ def _print_report(report: JobReport, out_path: Path | None) -> None:
     _print_summary(report.results)
     failed = [r for r in report.results if r.status == "failed"]
     skipped = [r for r in report.results if r.status == "budget"]
+    spent = report.budget.spent
     out.print(
         f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
-        f"spent {report.budget.spent.usd} USD for {report.budget.spent.queries} billable queries; "
+        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries; "
         f"{report.seconds:.1f} s; journal {report.journal}"
     )
     if failed:
@@ -244,10 +253,11 @@ def certify(
     max_attempts: AttemptsOpt = 6,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = False,
+    emulate: EmulateOpt = False,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain."""
     _run("certify", images, vendor, endpoint, sigma, n0, n, alpha, seed, denoiser, size, out, job, runs_dir,
-         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser)  # fmt: skip
+         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate)  # fmt: skip
 
 
 @app.command()
@@ -271,10 +281,11 @@ def predict(
     max_attempts: AttemptsOpt = 6,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = False,
+    emulate: EmulateOpt = False,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
     _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job, runs_dir,
-         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser)  # fmt: skip
+         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate)  # fmt: skip
 
 
 @app.command()
@@ -331,3 +342,8 @@ def replay(
     if out:
         _write_jsonl(results, out)
     _print_summary(results)
+
+
+app.command("train-denoiser")(train_denoiser)
+app.command("eval-denoiser")(eval_denoiser)
+app.command("emulate")(emulate)

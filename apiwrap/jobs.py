@@ -6,6 +6,7 @@ parts, runs the engine and closes everything, whatever happens.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -47,6 +48,8 @@ class JobSpec:
     images_in_flight: int = 4
     denoise_batch: int = 16
     force_denoiser: bool = False
+    #: Start the vendor's wire-protocol emulator on 127.0.0.1 and send the job there.
+    emulate: bool = False
 
 
 @dataclass
@@ -85,6 +88,14 @@ async def run_job(
     ``adapter`` and ``price_table`` replace the ones the spec names (a seam for tests and
     for callers that build their own vendor client).
     """
+    if spec.emulate and adapter is None:
+        from adapters.emulators import emulator
+
+        with emulator(spec.settings.vendor) as endpoint:
+            emulated = dataclasses.replace(
+                spec, emulate=False, vendor_options={**spec.vendor_options, "endpoint": endpoint}
+            )
+            return await run_job(emulated, images, on_query=on_query, price_table=price_table)
     started = time.monotonic()
     prices = price_table or (PriceTable.load(spec.prices) if spec.prices else PriceTable.default())
     price = prices.price(spec.settings.vendor)
