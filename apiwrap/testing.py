@@ -13,17 +13,15 @@ Enable the fixtures in a ``conftest.py`` with ``pytest_plugins = ["apiwrap.testi
 
 from __future__ import annotations
 
-import io
 import json
-import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.emulators import Emulator, EmulatorConfig, emulator
+from adapters.emulators.fakes import fake_classify, solid_png
 from adapters.errors import VendorError
 
 __all__ = [
@@ -31,36 +29,12 @@ __all__ = [
     "Step",
     "fake_classify",
     "scripted_adapter",
+    "solid_png",
     "vendor_emulator",
 ]
 
 #: One call's scripted fate: a label, an answer, an error to raise, or one of those per image.
 Step = str | VendorAnswer | VendorError | Sequence[str | VendorAnswer | VendorError]
-
-# ImageNet classes a colour stands for, in channel order R, G, B.
-_COLOUR_LABELS = ("goldfish", "tree frog", "jellyfish")
-
-
-def fake_classify(images: Sequence[bytes]) -> list[list[tuple[str, float]]]:
-    """A cheap stand-in for the classifier: the label follows the image's dominant colour.
-
-    Red-ish images are "goldfish", green-ish "tree frog", blue-ish "jellyfish", with
-    softmax scores of the mean channel values (so noise moves them as it would a model's).
-    Raises on bytes that are not an image, as the real model does.
-    """
-    answers = []
-    for data in images:
-        with Image.open(io.BytesIO(data)) as image:
-            means = image.convert("RGB").resize((8, 8)).getdata()
-            red, green, blue = (sum(pixel[c] for pixel in means) / (64 * 255.0) for c in range(3))
-        weights = [math.exp(8.0 * value) for value in (red, green, blue)]
-        total = sum(weights)
-        scored = sorted(
-            ((name, round(w / total, 6)) for name, w in zip(_COLOUR_LABELS, weights, strict=True)),
-            key=lambda item: -item[1],
-        )
-        answers.append(scored)
-    return answers
 
 
 class ScriptedAdapter:

@@ -1,0 +1,141 @@
+"""The AWS adapter driving real boto3 against the Rekognition emulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from adapters.aws import _vendor_error
+from adapters.emulators.fakes import solid_png
+from adapters.emulators.model import ImageModel
+
+pytest_plugins = ["apiwrap.testing"]
+
+RIGHT_KEY = "AKIAEMULATORRIGHT1"
+WRONG_KEY = "AKIAEMULATORWRONG2"
+
+
+@pytest.fixture
+def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """No credentials anywhere: the adapter must still reach an emulator."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+
+
+async def test_labels_top1_and_model_version(vendor_emulator, no_aws_env) -> None:
+    emulator = vendor_emulator("aws", model_version="3.0-test")
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    [answer] = await adapter.label_batch([solid_png((20, 200, 20))])
+    assert answer.top1 == "tree frog"  # Title Case on the wire, canonical here
+    assert all(0.0 <= label.score <= 1.0 for label in answer.labels)  # Confidence / 100
+    assert answer.model_version == "3.0-test"
+    assert emulator.calls == emulator.billable == 1
+    await adapter.aclose()
+
+
+async def test_throttle_carries_the_hint_and_the_sdk_does_not_retry(vendor_emulator) -> None:
+    emulator = vendor_emulator("aws", tps=0.5)  # one call per 2 s
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    await adapter.label_batch([solid_png()])
+    with pytest.raises(Throttled) as caught:
+        await adapter.label_batch([solid_png()])
+    assert caught.value.retry_after is not None and 1.0 < caught.value.retry_after <= 2.0
+    assert emulator.calls == 2  # botocore's standard mode would have made 3 attempts
+    assert emulator.billable == 1
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [("error", Transient), ("reset", Transient), ("hang", Transient), ("malformed", MalformedAnswer)],
+)
+async def test_faults_map_to_the_error_tree_with_one_call(vendor_emulator, fault, error) -> None:
+    emulator = vendor_emulator("aws", hang_s=5.0)
+    adapter = create_adapter("aws", endpoint=emulator.endpoint, timeout=0.5)
+    emulator.inject(fault)
+    with pytest.raises(error):
+        await adapter.label_batch([solid_png()])
+    assert emulator.calls == 1
+    await adapter.aclose()
+
+
+async def test_empty_label_list_is_no_label(vendor_emulator) -> None:
+    emulator = vendor_emulator("aws")
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    emulator.inject("empty")
+    [answer] = await adapter.label_batch([solid_png()])
+    assert answer.labels == () and answer.top1 == "<no label>"
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [b"\x89PNG" + bytes(5 * 1024 * 1024), solid_png(size=(60, 200))],
+    ids=["over-5MB", "side-under-80px"],
+)
+async def test_input_over_the_limits_is_refused_before_sending(vendor_emulator, image) -> None:
+    emulator = vendor_emulator("aws")
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    [result] = await adapter.label_batch([image])
+    assert isinstance(result, Rejected)
+    assert emulator.calls == 0
+    await adapter.aclose()
+
+
+async def test_vendor_side_limit_errors_are_rejected(vendor_emulator) -> None:
+    from adapters.base import ImageLimits
+
+    emulator = vendor_emulator("aws", limits=ImageLimits(max_bytes=100))
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    with pytest.raises(Rejected, match="ImageTooLargeException"):
+        await adapter.label_batch([solid_png()])
+    await adapter.aclose()
+
+
+async def test_wrong_key_is_a_clear_auth_error_without_the_key(vendor_emulator) -> None:
+    emulator = vendor_emulator("aws", api_key=RIGHT_KEY)
+    adapter = create_adapter(
+        "aws", endpoint=emulator.endpoint, aws_access_key_id=WRONG_KEY, aws_secret_access_key="s3cr3t-value"
+    )
+    with pytest.raises(AuthError) as caught:
+        await adapter.label_batch([solid_png()])
+    text = str(caught.value) + repr(caught.value) + repr(adapter)
+    assert "security token" in text and "credentials" in text
+    assert WRONG_KEY not in text and RIGHT_KEY not in text and "s3cr3t-value" not in text
+    assert emulator.billable == 0
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "headers", "expected"),
+    [
+        ("ProvisionedThroughputExceededException", 400, {"Retry-After": "3"}, Throttled),
+        ("AccessDeniedException", 400, {}, AuthError),
+        ("InvalidImageFormatException", 400, {}, Rejected),
+        ("ServiceUnavailableException", 503, {}, Transient),
+    ],
+)
+def test_error_codes_map_onto_the_tree(code, status, headers, expected) -> None:
+    import botocore.exceptions
+
+    response = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers},
+    }
+    error = _vendor_error(botocore.exceptions.ClientError(response, "DetectLabels"))
+    assert type(error) is expected
+    if headers:
+        assert error.retry_after == 3.0
+
+
+async def test_real_model_answers_like_the_shared_image_model(vendor_emulator) -> None:
+    emulator = vendor_emulator("aws", real_model=True)
+    adapter = create_adapter("aws", endpoint=emulator.endpoint)
+    image = solid_png((30, 60, 200))
+    [answer] = await adapter.label_batch([image])
+    expected = ImageModel().classify([image])[0]
+    assert answer.top1 == expected[0][0].casefold()
+    assert answer.labels[0].score == pytest.approx(expected[0][1], abs=1e-9)
+    await adapter.aclose()
