@@ -125,6 +125,7 @@ class HttpServer:
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = _Server((host, port), handler)
+        # shutdown() waits until serve_forever notices, once per poll interval: keep it short.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
