@@ -35,7 +35,7 @@ SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 #: Images above this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 40_000_000
 #: Recorded with every job: the sample encoding is part of the base classifier.
-ENCODING = "png-rgb8-compress6-v1"
+ENCODING = "png-rgb8-compress1-v1"
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
@@ -142,5 +142,5 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 def encode_png(pixels: np.ndarray) -> bytes:
     """Lossless PNG of an (H, W, 3) uint8 array with fixed settings (same pixels, same bytes)."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6, optimize=False)
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1, optimize=False)
     return buffer.getvalue()
