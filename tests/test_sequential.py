@@ -1,0 +1,272 @@
+"""Sequential certification: false-certificate rates under every stopping rule, by simulation.
+
+A false certificate is a certificate for a class that is not the true (strict) argmax, i.e. whose
+vote probability p_candidate is <= 1/2 when it is certified, or with a radius larger than the true
+radius sigma * Phi^-1(pA), i.e. p_lower > p_candidate.
+
+Check used throughout (`excess_pvalue`): with T trials and V violations, the one-sided binomial
+tail P(Bin(T, alpha) >= V) must not fall below 1e-4. With T = 20,000 and alpha = 0.01 (200 expected)
+this fails from V ~ 254, so a 2x excess (400) is caught with certainty; the naive-peeking and
+selection-reuse variants below are run through the same check and must be flagged by it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from apiwrap.sequential import (
+    BestRadiusDesign,
+    Decision,
+    GroupSequentialDesign,
+    ImageState,
+    LeaderSelection,
+    MixtureDesign,
+    Verdict,
+    allocate,
+    every,
+    mixture_lower_bound,
+)
+
+ALPHA = 0.01
+SIGMA = 0.25
+TRIALS = 20_000
+FLAG = 1e-4  # p-value below which an observed false-certificate rate is declared in excess of alpha
+P_SIGMA = float(stats.norm.cdf(1.0))  # pA needed for radius sigma
+
+
+def excess_pvalue(violations: int, trials: int, alpha: float = ALPHA) -> float:
+    """One-sided binomial tail P(Bin(trials, alpha) >= violations)."""
+    return float(stats.binom.sf(violations - 1, trials, alpha))
+
+
+@functools.cache  # building the tables (exact calibration, bound tables) is the slow part: share it
+def target_designs(radius: float) -> list:
+    return [
+        GroupSequentialDesign(SIGMA, ALPHA, radius),
+        GroupSequentialDesign(SIGMA, ALPHA, radius, looks=every(1, 400), calibration="exact"),
+        MixtureDesign(SIGMA, ALPHA, radius),
+        MixtureDesign(SIGMA, ALPHA, radius, calibration="exact"),
+    ]
+
+
+class NaivePeeking(GroupSequentialDesign):
+    """The invalid rule of certification.md rule 2: Clopper-Pearson at full alpha every 10 votes."""
+
+    @property
+    def _safe_theta(self) -> float:
+        return math.log(self.alpha)
+
+
+@functools.cache
+def best_radius(**changes: object) -> BestRadiusDesign:
+    return BestRadiusDesign(SIGMA, ALPHA, **changes)
+
+
+def select(probs: list[float], selection: LeaderSelection, rng: np.random.Generator) -> np.ndarray:
+    """Vectorised LeaderSelection over TRIALS images: index of the chosen class, -1 when none."""
+    labels = rng.choice(len(probs), p=probs, size=(TRIALS, selection.max_votes))
+    counts = np.cumsum(labels[:, :, None] == np.arange(len(probs)), axis=1)  # (trials, votes, classes)
+    ranked = np.sort(counts, axis=2)
+    stop = selection.stops(np.arange(1, selection.max_votes + 1), ranked[:, :, -1], ranked[:, :, -2])
+    t = stop.argmax(axis=1)  # stops() is always true at max_votes
+    at_stop = counts[np.arange(TRIALS), t]
+    top2 = np.sort(at_stop, axis=1)[:, -2:]
+    return np.where(top2[:, 1] > top2[:, 0], at_stop.argmax(axis=1), -1)
+
+
+def fresh_votes(p_candidate: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
+    """Estimation votes, drawn after (and independently of) selection."""
+    return rng.random((len(p_candidate), cap)) < p_candidate[:, None]
+
+
+def false_certificates(design, p_candidate: np.ndarray, rng: np.random.Generator) -> int:
+    """Certificates of a class that is not the strict argmax (p <= 1/2) or with too large a radius."""
+    result = design.simulate(fresh_votes(p_candidate, design.max_queries, rng))
+    return int((result.certified & ((p_candidate <= 0.5) | (result.p_lower > p_candidate))).sum())
+
+
+# ------------------------------------------------------------------ false-certificate rates
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize(
+    ("radius", "p_true"),
+    [(SIGMA, P_SIGMA - 1e-12), (SIGMA, 0.83), (0.0, 0.5)],
+    ids=["just-below-sigma", "0.83-at-sigma", "half-at-zero"],
+)
+def test_target_designs_keep_alpha_at_the_threshold(index: int, radius: float, p_true: float) -> None:
+    design = target_designs(radius)[index]
+    rng = np.random.default_rng(1000 + index)
+    violations = false_certificates(design, np.full(TRIALS, p_true), rng)
+    assert excess_pvalue(violations, TRIALS) > FLAG, f"{violations}/{TRIALS} false certificates"
+
+
+@pytest.mark.parametrize("index", range(4))
+@pytest.mark.parametrize(
+    "probs",
+    [[0.5, 0.5], [0.27, 0.26, 0.25, 0.22], [0.21, 0.2, 0.2, 0.2, 0.19]],
+    ids=["2-tie", "4-near", "5-near"],
+)
+def test_selection_then_fresh_estimation_keeps_alpha(index: int, probs: list[float]) -> None:
+    design = target_designs(0.0)[index]  # radius 0: any certificate of a class with p <= 1/2 is false
+    rng = np.random.default_rng(2000 + index)
+    chosen = select(probs, LeaderSelection(), rng)
+    p_candidate = np.where(chosen >= 0, np.asarray(probs)[chosen], 0.0)
+    violations = false_certificates(design, p_candidate, rng)
+    assert excess_pvalue(violations, TRIALS) > FLAG
+
+
+@pytest.mark.parametrize("p_true", [0.5, 0.6, 0.9, 0.99, 0.999])
+def test_best_radius_keeps_alpha(p_true: float) -> None:
+    design = best_radius()
+    violations = false_certificates(design, np.full(TRIALS, p_true), np.random.default_rng(3000))
+    assert excess_pvalue(violations, TRIALS) > FLAG
+
+
+def test_best_radius_ceiling_rule_keeps_alpha() -> None:
+    design = best_radius(projection_beta=None, look_every=5)
+    violations = false_certificates(design, np.full(TRIALS, 0.9), np.random.default_rng(3001))
+    assert excess_pvalue(violations, TRIALS) > FLAG
+
+
+def test_check_flags_naive_peeking() -> None:
+    # Same simulation and same check as the valid designs: the check must be able to fail.
+    design = NaivePeeking(SIGMA, ALPHA, SIGMA, looks=every(10, 400))
+    violations = false_certificates(design, np.full(TRIALS, P_SIGMA - 1e-12), np.random.default_rng(4000))
+    assert excess_pvalue(violations, TRIALS) < FLAG, f"naive peeking not flagged: {violations}/{TRIALS}"
+    assert violations > 2 * ALPHA * TRIALS
+
+
+def test_check_flags_reused_selection_votes() -> None:
+    # Rule 1 broken on purpose: Cohen's fixed-n CERTIFY with the class chosen from the counted votes.
+    rng = np.random.default_rng(4001)
+    n = 1000  # large enough that Clopper-Pearson's discreteness does not hide the doubling
+    first = rng.binomial(n, 0.5, size=TRIALS)  # two classes tied at 0.5
+    top = np.maximum(first, n - first)
+    violations = int((stats.beta.ppf(ALPHA, top, n - top + 1) > 0.5).sum())
+    assert excess_pvalue(violations, TRIALS) < FLAG
+
+
+# ------------------------------------------------------------------ exactness of the pieces
+
+
+def test_exact_calibration_matches_monte_carlo() -> None:
+    design = GroupSequentialDesign(SIGMA, ALPHA, SIGMA, looks=every(1, 400), calibration="exact")
+    exact = design.crossing_probability(design.certify_boundary)
+    assert 0.5 * ALPHA < exact <= ALPHA  # calibrated close to alpha, never above
+    votes = np.random.default_rng(5000).random((TRIALS, 400)) < design.p_needed
+    counts = np.cumsum(votes, axis=1)
+    observed = (counts >= design.certify_boundary).any(axis=1).mean()
+    assert abs(observed - exact) < 4 * math.sqrt(exact / TRIALS)
+
+
+def test_bonferroni_design_reports_its_clopper_pearson_bound() -> None:
+    design = GroupSequentialDesign(SIGMA, 0.001, SIGMA)
+    test = design.start()
+    assert test.look(25, 25).verdict is Verdict.CONTINUE  # 25/25 cannot reach Phi(1) at 0.001/5
+    decision = test.look(50, 50)
+    assert decision.verdict is Verdict.CERTIFIED
+    assert decision.p_lower == pytest.approx(0.0002 ** (1 / 50))
+    assert decision.radius == pytest.approx(SIGMA * stats.norm.ppf(decision.p_lower))
+    assert decision.radius > SIGMA
+
+
+def test_mixture_lower_bound_properties() -> None:
+    k = np.arange(101)
+    bound = mixture_lower_bound(k, 100, 0.001, 1.0, 0.5)
+    assert np.all(np.diff(bound) > -1e-9)  # more agreeing votes never lower it
+    assert np.all(bound <= k / 100)
+    clopper_pearson = stats.beta.ppf(0.001, k[1:], 101 - k[1:])
+    assert np.all(bound[1:] <= clopper_pearson + 1e-9)  # the price of validity at every n
+    # Unanimity: about 10-18% less radius than fixed-n Clopper-Pearson at n ~ 100 (certification.md).
+    loss = 1 - stats.norm.ppf(bound[-1]) / stats.norm.ppf(clopper_pearson[-1])
+    assert 0.0 < loss < 0.2
+
+
+# ------------------------------------------------------------------ the per-image API agrees with simulate
+
+
+def drive(test, stream: np.ndarray) -> Decision:
+    while (n := test.next_look()) is not None:
+        decision = test.look(n, int(stream[:n].sum()))
+    return decision
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        *target_designs(SIGMA),
+        GroupSequentialDesign(SIGMA, ALPHA, 0.0),
+        best_radius(),
+        best_radius(projection_beta=None, look_every=5),
+    ],
+    ids=lambda d: type(d).__name__,
+)
+def test_look_matches_simulate(design) -> None:
+    rng = np.random.default_rng(6000)
+    p = rng.choice([0.5, 0.7, 0.84, 0.9, 0.97, 0.999], size=120)
+    votes = fresh_votes(p, design.max_queries, rng)
+    sim = design.simulate(votes)
+    for i in range(len(p)):
+        decision = drive(design.start(), votes[i])
+        assert decision.n_votes == sim.n_votes[i]
+        assert (decision.verdict is Verdict.CERTIFIED) == sim.certified[i]
+        if decision.verdict is Verdict.CERTIFIED:
+            assert decision.p_lower == pytest.approx(sim.p_lower[i], abs=1e-12)
+            assert decision.radius >= 0
+
+
+def test_look_contract() -> None:
+    test = GroupSequentialDesign(SIGMA, 0.001, SIGMA).start()
+    assert test.max_queries == 400 and test.next_look() == 25
+    assert test.look(10, 4).verdict is Verdict.CONTINUE  # not a scheduled look: no decision
+    assert test.next_look() == 25
+    with pytest.raises(ValueError):
+        test.look(9, 4)  # counts went backwards
+    with pytest.raises(ValueError):
+        test.look(30, 31)
+    futile = test.look(25, 5)
+    assert futile.verdict is Verdict.FUTILE and test.next_look() is None
+    assert test.look(50, 50) is futile  # decided once and for all
+
+
+def test_curtailment_and_exhaustion() -> None:
+    design = GroupSequentialDesign(SIGMA, 0.001, SIGMA, looks=(50, 100), futility_beta=1e-9)
+    assert list(design.certify_boundary) == [50, 96]
+    assert design.start().look(50, 45).verdict is Verdict.FUTILE  # 45 + 50 < 96: curtailed
+    test = design.start()
+    assert test.look(50, 46).verdict is Verdict.CONTINUE
+    assert test.look(100, 95).verdict is Verdict.EXHAUSTED
+
+
+# ------------------------------------------------------------------ selection and allocation
+
+
+def test_leader_selection() -> None:
+    sel = LeaderSelection(lead=2, max_votes=6)
+    assert sel.look({}).done is False
+    assert sel.look({"cat": 1}).done is False
+    assert sel.look({"cat": 2}) == sel.look({"cat": 2, "dog": 0})
+    assert sel.look({"cat": 2}).label == "cat"
+    assert sel.look({"cat": 2, "dog": 1}).done is False
+    assert sel.look({"cat": 3, "dog": 2, "": 1}).label == "cat"  # at the cap: the unique leader
+    tie = sel.look({"cat": 3, "dog": 3})
+    assert tie.done and tie.label is None
+
+
+def test_allocate_orders_likely_certificates_first() -> None:
+    states = [
+        ImageState("fresh", 0, 0, 25, P_SIGMA),
+        ImageState("hopeless", 25, 10, 50, P_SIGMA),
+        ImageState("likely", 25, 25, 50, P_SIGMA),
+        ImageState("decided", 50, 50, None, P_SIGMA),
+    ]
+    plan = allocate(states, budget_queries=100)
+    assert [a.key for a in plan] == ["likely", "fresh"]
+    assert [a.queries for a in plan] == [25, 25]
+    assert [a.key for a in allocate(states, budget_queries=30)] == ["likely"]
