@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from adapters import available_vendors
 from apiwrap.cli_denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli_emulate import emulate
 from apiwrap.engine import CertificationSettings, ImageResult, Mode
@@ -98,6 +99,8 @@ def _run(
     files = find_images(images)
     if not files:
         _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
+    if vendor not in available_vendors():
+        _fail(f"unknown vendor {vendor!r}; choose one of {', '.join(available_vendors())}")
     try:
         settings = CertificationSettings(
             vendor=vendor,
@@ -145,7 +148,7 @@ def _run(
             report = asyncio.run(
                 run_job(spec, [(str(f), f) for f in files], on_query=lambda: progress.advance(task))
             )
-        except (ValueError, ImportError, OSError, RuntimeError) as exc:
+        except (ValueError, ImportError, OSError, RuntimeError, BudgetError) as exc:
             _fail(str(exc))
     _print_report(report, out_path)
 

@@ -1,0 +1,66 @@
+"""The command line end to end on the embedded local vendor (real classifier, few samples)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from apiwrap.cli import app
+
+SAMPLE = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.png"))[0]
+runner = CliRunner()
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder / SAMPLE.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+def test_certify_prints_lines_summary_and_writes_jsonl(tmp_path: Path) -> None:
+    out = tmp_path / "results.jsonl"
+    args = ["certify", str(_folder(tmp_path)), "--n0", "2", "--n", "6", "--alpha", "0.05", "--size", "160"]
+    result = runner.invoke(
+        app, [*args, "--runs-dir", str(tmp_path / "runs"), "--job", "cli", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "broken.png: FAILED" in result.output
+    assert "Certified accuracy" in result.output
+    assert "160x160 pixels after resizing" in result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    good = next(line for line in lines if line["image"].endswith(SAMPLE.name))
+    assert good["queries"] == 1 + 2 + 6
+    assert good["reference_label"]
+
+    replayed = runner.invoke(app, ["replay", "cli", "--runs-dir", str(tmp_path / "runs")])
+    assert replayed.exit_code == 0, replayed.output
+    assert SAMPLE.name in replayed.output
+
+
+def test_resuming_with_other_parameters_is_a_clear_error(tmp_path: Path) -> None:
+    base = ["certify", str(SAMPLE), "--n0", "1", "--n", "2", "--runs-dir", str(tmp_path), "--job", "j"]
+    assert runner.invoke(app, base).exit_code == 0
+    changed = runner.invoke(app, [*base, "--sigma", "0.5"])
+    assert changed.exit_code == 2
+    assert "other parameters" in changed.output
+
+
+def test_estimate_prints_the_worst_case(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["estimate", str(SAMPLE), "--vendor", "aws", "--n0", "20", "--n", "100"])
+    assert result.exit_code == 0, result.output
+    assert "121" in result.output  # queries: 1 clean + 20 + 100
+    assert "$0.121" in result.output
+
+
+def test_bad_arguments_fail_with_a_message(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["certify", str(SAMPLE), "--alpha", "2", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "alpha" in result.output
+    unknown = runner.invoke(app, ["certify", str(SAMPLE), "--vendor", "nope", "--runs-dir", str(tmp_path)])
+    assert unknown.exit_code == 2
+    assert "unknown vendor" in unknown.output
