@@ -11,8 +11,10 @@ Pieces:
 * `LeaderSelection`: cheap choice of the candidate class; its votes are never counted again.
 * Target-radius mode ("is g certified at radius >= R?"), all with a futility stop:
   `GroupSequentialDesign` (Bonferroni-split Clopper-Pearson on a look schedule fixed in advance, or
-  the exactly calibrated boundary), `MixtureDesign` (anytime-valid Beta-mixture test).
-* Best-radius mode under a per-image cap: `BestRadiusDesign` (anytime-valid confidence sequence).
+  the exactly calibrated boundary), `MixtureDesign` (Beta-mixture boundary, anytime-valid by Ville's
+  inequality or exactly calibrated); `default_target_design` is the one chosen by measurement.
+* Best-radius mode under a per-image cap: `BestRadiusDesign` (anytime-valid confidence sequence),
+  `default_best_radius_design`.
 * `allocate`: which images get the next batch of queries under one budget.
 
 A design is an immutable, hashable parameter set with cached decision tables; `design.start()` gives
@@ -45,8 +47,11 @@ __all__ = [
     "SimulationResult",
     "Verdict",
     "allocate",
+    "default_best_radius_design",
+    "default_target_design",
     "every",
     "mixture_lower_bound",
+    "radius_of",
 ]
 
 
@@ -61,7 +66,6 @@ class Verdict(enum.Enum):
 
 # Integer codes of final verdicts in SimulationResult.verdict.
 _CERTIFIED, _FUTILE, _EXHAUSTED = 0, 1, 2
-_FINAL = (Verdict.CERTIFIED, Verdict.FUTILE, Verdict.EXHAUSTED)
 
 
 @dataclass(frozen=True)
@@ -232,9 +236,12 @@ class _TargetDesign:
     <= alpha for every pA that does not reach the target radius.
 
     Futility is common to all: stop when even unanimous votes up to the cap cannot reach a certifying
-    boundary (curtailment), or when the anytime-valid mixture test of pA >= p_needed (prior uniform on
-    (0, p_needed)) rejects at level futility_beta. Futility stops only ever abstain, so they cannot add
-    false certificates; the mixture part drops an image with pA >= p_needed with probability <= beta.
+    boundary (curtailment), or when the anytime-valid mixture test of pA >= p_futile (prior uniform on
+    (0, p_futile)) rejects at level futility_beta. Futility stops only ever abstain, so they cannot add
+    false certificates; the mixture part drops an image with pA >= p_futile with probability <= beta.
+    p_futile = futility_p, or if None the pA at which one fixed-n Clopper-Pearson test spending the
+    whole cap would certify about half the time (its least certifying count / cap): images below it
+    are certified within the cap mostly by luck, and chasing them is what costs queries.
     """
 
     sigma: float
@@ -243,6 +250,7 @@ class _TargetDesign:
     looks: tuple[int, ...]
     futility_beta: float
     calibration: str
+    futility_p: float | None
 
     def _validate(self, calibrations: tuple[str, ...]) -> None:
         if not (self.sigma > 0 and 0 < self.alpha < 1 and self.target_radius >= 0):
@@ -251,8 +259,20 @@ class _TargetDesign:
             raise ValueError("looks must be strictly increasing positive vote counts")
         if not 0 < self.futility_beta < 1:
             raise ValueError("futility_beta must be in (0, 1)")
+        if self.futility_p is not None and not self.p_needed <= self.futility_p < 1:
+            raise ValueError("futility_p must be None or in [p_needed, 1)")
         if self.calibration not in calibrations:
             raise ValueError(f"calibration must be one of {calibrations}")
+
+    @functools.cached_property
+    def p_futile(self) -> float:
+        """pA below which the futility test tries to stop (see the class docstring)."""
+        if self.futility_p is not None:
+            return self.futility_p
+        cap = self.max_queries
+        tail = stats.binom.sf(np.arange(cap + 1) - 1, cap, self.p_needed)
+        least = int((tail >= self.alpha).sum())  # fixed-n Clopper-Pearson at level alpha
+        return min(max(least / cap, self.p_needed), 1 - 1e-9)
 
     @property
     def max_queries(self) -> int:
@@ -333,7 +353,7 @@ class _TargetDesign:
             # Curtailment: no later look j can be reached with k + (j - n) >= certify_at[j].
             reach = int(np.min(certify_at[looks[i + 1 :]] - looks[i + 1 :])) + n - 1
             k = np.arange(n + 1)
-            fut = _log_mixture_below(k, n - k, self.p_needed, 1.0, 1.0) >= log_thr
+            fut = _log_mixture_below(k, n - k, self.p_futile, 1.0, 1.0) >= log_thr
             # Largest k such that every count <= k is rejected (a down-set, robust to rounding).
             mix = int(np.logical_and.accumulate(fut).sum()) - 1
             futile_at[n] = min(max(reach, mix), certify_at[n] - 1)
@@ -444,6 +464,7 @@ class GroupSequentialDesign(_TargetDesign):
     looks: tuple[int, ...] = (25, 50, 100, 200, 400)
     futility_beta: float = 0.05
     calibration: str = "bonferroni"
+    futility_p: float | None = None
 
     def __post_init__(self) -> None:
         self._validate(("bonferroni", "exact"))
@@ -468,6 +489,7 @@ class GroupSequentialDesign(_TargetDesign):
     def _p_lower(self, n: np.ndarray, k: np.ndarray) -> np.ndarray:
         if self.calibration == "exact":
             return np.full(np.shape(n), self.p_needed)
+        # The level the boundary used (alpha / len(looks) up to rounding), so bound and boundary agree.
         return stats.beta.ppf(math.exp(self.theta), k, n - k + 1)
 
 
@@ -492,7 +514,8 @@ class MixtureDesign(_TargetDesign):
     futility_beta: float = 0.05
     calibration: str = "ville"
     prior_a: float = 1.0
-    prior_b: float = 0.1
+    prior_b: float = 0.5
+    futility_p: float | None = None
 
     def __post_init__(self) -> None:
         self._validate(("ville", "exact"))
@@ -553,7 +576,7 @@ class BestRadiusDesign:
     alpha: float
     max_queries: int = 400
     look_every: int = 10
-    tolerance: float = 0.1
+    tolerance: float = 0.1  # in units of sigma
     min_radius: float = 0.0
     projection_beta: float | None = 0.05
     prior_a: float = 1.0
@@ -577,21 +600,22 @@ class BestRadiusDesign:
 
     @functools.cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(bound[n, k], projected[n, k]) for n in looks (nan elsewhere)."""
-        cap = self.max_queries
-        # All (n, k) pairs of the looks at once: one vectorised bisection instead of one per look.
-        n = np.concatenate([np.full(m + 1, m) for m in self.looks])
-        k = np.concatenate([np.arange(m + 1) for m in self.looks])
-        bound = np.full((cap + 1, cap + 1), np.nan)
-        bound[n, k] = mixture_lower_bound(k, n, self.alpha, self.prior_a, self.prior_b)
+        """(bound[i, k], projected[i, k]) at the i-th look (nan for k above its vote count)."""
+        cap, looks = self.max_queries, self.looks
+        # All (look, k) pairs at once: one vectorised bisection instead of one per look.
+        i = np.concatenate([np.full(m + 1, j) for j, m in enumerate(looks)])
+        k = np.concatenate([np.arange(m + 1) for m in looks])
+        n = np.asarray(looks)[i]
+        bound = np.full((len(looks), cap + 1), np.nan)
+        bound[i, k] = mixture_lower_bound(k, n, self.alpha, self.prior_a, self.prior_b)
         if self.projection_beta is None:
             q = np.ones(len(n))
         else:
             q = 1.0 - mixture_lower_bound(n - k, n, self.projection_beta, 1.0, 1.0)
-        # Round the projected count up (optimistic) and never past the cap.
+        # Round the projected count up (optimistic) and never past the cap; the last row is the cap.
         k_cap = np.minimum(k + np.ceil(q * (cap - n) - 1e-9).astype(np.int64), cap)
-        projected = np.full((cap + 1, cap + 1), np.nan)
-        projected[n, k] = bound[cap, k_cap]
+        projected = np.full((len(looks), cap + 1), np.nan)
+        projected[i, k] = bound[-1, k_cap]
         return bound, projected
 
     def _gain(self, projected: np.ndarray, best: np.ndarray) -> np.ndarray:
@@ -604,13 +628,14 @@ class BestRadiusDesign:
 
     def _decide(self, state: _TableTest, n: int, k: int) -> Decision:
         bound, projected = self._bounds
-        state._best = best = max(state._best, float(bound[n, k]))
+        row = self.looks.index(n)
+        state._best = best = max(state._best, float(bound[row, k]))
         certifiable = best > self.p_needed
         if n == self.max_queries:
             if certifiable:
                 return Decision(Verdict.CERTIFIED, n, k, best, radius_of(self.sigma, best))
             return Decision(Verdict.EXHAUSTED, n, k)
-        proj = max(best, float(projected[n, k]))
+        proj = max(best, float(projected[row, k]))
         if proj <= self.p_needed:
             return Decision(Verdict.FUTILE, n, k)
         if certifiable and float(self._gain(np.array(proj), np.array(best))) < self.tolerance:
@@ -623,8 +648,9 @@ class BestRadiusDesign:
         bound, projected = self._bounds
         looks = np.array(self.looks)
         k = counts[:, looks - 1]  # counts at the looks only
-        best = np.maximum.accumulate(bound[looks, k], axis=1)
-        proj = np.maximum(best, projected[looks, k])
+        rows = np.arange(len(looks))
+        best = np.maximum.accumulate(bound[rows, k], axis=1)
+        proj = np.maximum(best, projected[rows, k])
         certifiable = best > self.p_needed
         futile = proj <= self.p_needed
         with np.errstate(invalid="ignore"):
@@ -639,6 +665,26 @@ class BestRadiusDesign:
         return SimulationResult(
             verdict.astype(np.int8), looks[stop], np.where(certified, p_stop, np.nan), self.sigma
         )
+
+
+@functools.cache  # designs build their tables once (about a second); share them across images and runs
+def default_target_design(
+    sigma: float, alpha: float, target_radius: float, max_queries: int = 400
+) -> MixtureDesign:
+    """The target-radius design chosen by bench/sequential_sim.py (see docs/sequential.md).
+
+    Beta(1, 1/2) mixture boundary, exactly calibrated, a look allowed after every vote, futility at
+    the automatic p_futile with beta = 0.05. Guarantee: P(certified at radius R while the true
+    radius is < R) <= alpha, whichever of the allowed looks the engine uses.
+    """
+    return MixtureDesign(sigma, alpha, target_radius, looks=every(1, max_queries), calibration="exact")
+
+
+@functools.cache
+def default_best_radius_design(sigma: float, alpha: float, max_queries: int = 400) -> BestRadiusDesign:
+    """The best-radius design measured in docs/sequential.md: looks every 10 votes, projection rule
+    with tolerance 0.1 sigma. Guarantee: P(certified radius > true radius) <= alpha."""
+    return BestRadiusDesign(sigma, alpha, max_queries=max_queries)
 
 
 # ----------------------------------------------------------------------------------------------

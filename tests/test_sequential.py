@@ -28,6 +28,8 @@ from apiwrap.sequential import (
     MixtureDesign,
     Verdict,
     allocate,
+    default_best_radius_design,
+    default_target_design,
     every,
     mixture_lower_bound,
 )
@@ -270,3 +272,15 @@ def test_allocate_orders_likely_certificates_first() -> None:
     assert [a.key for a in plan] == ["likely", "fresh"]
     assert [a.queries for a in plan] == [25, 25]
     assert [a.key for a in allocate(states, budget_queries=30)] == ["likely"]
+
+
+def test_defaults_are_the_measured_choice_and_shared() -> None:
+    design = default_target_design(SIGMA, 0.001, SIGMA)
+    assert design is default_target_design(SIGMA, 0.001, SIGMA)  # tables built once per setting
+    assert (design.calibration, design.prior_a, design.prior_b) == ("exact", 1.0, 0.5)
+    assert design.looks == every(1, 400) and design.p_futile == pytest.approx(0.8975)
+    test = design.start()
+    assert test.look(7, 7).verdict is Verdict.CONTINUE  # any batch size is a look
+    decision = test.look(60, 60)
+    assert decision.verdict is Verdict.CERTIFIED and decision.radius == pytest.approx(SIGMA)
+    assert default_best_radius_design(SIGMA, 0.001).looks == every(10, 400)
