@@ -130,3 +130,12 @@ async def test_real_model_answers_like_the_shared_image_model(vendor_emulator) -
     assert answer.top1 == expected[0][0].casefold()
     assert answer.labels[0].score == expected[0][1]  # float32 on the wire, exact after rounding
     await adapter.aclose()
+
+
+async def test_more_than_sixteen_images_are_split_into_requests(vendor_emulator) -> None:
+    emulator = vendor_emulator("google")
+    adapter = create_adapter("google", endpoint=emulator.endpoint)
+    answers = await adapter.label_batch([solid_png()] * 17)
+    assert [a.top1 for a in answers] == ["goldfish"] * 17
+    assert emulator.calls == 2
+    await adapter.aclose()

@@ -121,3 +121,14 @@ def test_image_model_is_deterministic_and_rounded() -> None:
     assert first == second and len(first) == 5
     assert all(round(score, 6) == score for _, score in first)
     assert [score for _, score in first] == sorted((score for _, score in first), reverse=True)
+
+
+def test_cli_fault_rates_are_parsed_and_checked() -> None:
+    import typer
+
+    from apiwrap.cli_emulate import parse_fault_rates
+
+    assert parse_fault_rates(["error=0.05", "reset=0.01"]) == {"error": 0.05, "reset": 0.01}
+    for bad in (["error"], ["boom=0.1"], ["error=lots"]):
+        with pytest.raises(typer.BadParameter):
+            parse_fault_rates(bad)
