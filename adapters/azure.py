@@ -192,7 +192,6 @@ def create(
         key = "apiwrap-emulator"
     client = ComputerVisionClient(endpoint.rstrip("/"), CognitiveServicesCredentials(key))
     client.config.retry_policy.retries = 0  # the engine retries; msrest would pay twice
-    client.config.connection.timeout = timeout
     return AzureAdapter(
         client,
         limits=limits,

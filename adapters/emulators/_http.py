@@ -88,7 +88,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _read_chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
@@ -125,6 +125,7 @@ class HttpServer:
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0) -> None:
         self._server = _Server((host, port), handler)
+        self._host = host
         # shutdown() waits until serve_forever notices, once per poll interval: keep it short.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -136,8 +137,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self._server.server_port}"
 
     def close(self) -> None:
         self._server.shutdown()

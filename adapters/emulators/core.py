@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import TracebackType
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar, Literal, cast, get_args
 
 from adapters.base import ImageLimits
 from adapters.emulators.model import Classify, ImageModel
@@ -131,9 +131,9 @@ class CallPolicy:
             if wait is not None:
                 return Action("throttle", retry_after=wait)
         draw = self._random.random()
-        for fault, rate in self.config.fault_rates.items():
+        for name, rate in self.config.fault_rates.items():
             if draw < rate:
-                return Action(fault)  # type: ignore[arg-type]  # validated in EmulatorConfig
+                return Action(cast(Fault, name))  # names checked in EmulatorConfig
             draw -= rate
         return Action("answer")
 

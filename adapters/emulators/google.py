@@ -172,7 +172,8 @@ class GoogleEmulator(Emulator):
         if request.method != "POST" or request.path != _REST_PATH:
             self.policy.open_call()
             return json_reply(404, {"error": {"code": 404, "message": "Not Found", "status": "NOT_FOUND"}})
-        api_key = request.headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]
+        query_keys = request.query.get("key")
+        api_key = request.headers.get("x-goog-api-key") or (query_keys[0] if query_keys else None)
         bearer = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
         try:
             action, slots = self._annotate((api_key, bearer), lambda: _rest_images(request.body))
@@ -225,7 +226,7 @@ def _rest_images(body: bytes) -> list[_ImageRequest]:
         images = []
         for item in document["requests"]:
             # The SDK sends the enum as its number (4), hand-written clients as its name.
-            wanted = (_LABEL_DETECTION.value, _LABEL_DETECTION.name)
+            wanted = (int(_LABEL_DETECTION), "LABEL_DETECTION")
             labels = [f for f in item.get("features", []) if f.get("type") in wanted]
             content = base64.b64decode(item["image"]["content"], validate=True)
             images.append(_ImageRequest(content, int(labels[0].get("maxResults") or 10) if labels else None))
