@@ -552,47 +552,60 @@ class MixtureDesign(_TargetDesign):
 
 @dataclass(frozen=True)
 class BestRadiusDesign:
-    """Largest radius under a per-image cap, from an anytime-valid lower bound on pA.
+    """Largest radius under a per-image cap (the last look), from a lower bound on pA valid at all looks.
 
-    The bound is `mixture_lower_bound` (prior Beta(prior_a, prior_b)); the certified p_lower is its
-    running maximum over the looks made, radius sigma * Phi^-1(p_lower), certified iff that exceeds
-    min_radius. Guarantee: P(certified radius > sigma * Phi^-1(pA)) <= alpha under any stopping rule,
-    in particular the one below (the bound is valid simultaneously at every vote count).
+    bound="mixture": `mixture_lower_bound` (prior Beta(prior_a, prior_b)), valid simultaneously at
+    every vote count (Ville). bound="bonferroni": one-sided Clopper-Pearson at alpha / len(looks) at
+    each look, valid simultaneously at the looks (union bound); tighter when there are few looks.
+    The certified p_lower is the running maximum of the bound over the looks made, radius
+    sigma * Phi^-1(p_lower), certified iff that exceeds min_radius. Guarantee: P(certified radius >
+    sigma * Phi^-1(pA)) <= alpha under any stopping rule over these looks, the one below included.
 
     Stopping rule at a look with n votes, k for the candidate, m = max_queries - n left. Let q be an
     optimistic rate for the remaining votes: the anytime upper confidence bound on pA at level
     projection_beta (uniform-prior mixture on the disagreeing votes), or q = 1 when projection_beta
     is None. The projected bound is p_proj = max(p_lower, bound(k + ceil(q * m), max_queries)):
     * futile: stop (abstain) when p_proj <= Phi(min_radius / sigma);
-    * plateau: stop and certify when sigma * (Phi^-1(p_proj) - Phi^-1(p_lower)) < tolerance * sigma;
+    * plateau (no ladder): stop and certify when Phi^-1(p_proj) - Phi^-1(p_lower) < tolerance
+      (tolerance in units of sigma);
+    * ladder (radii of interest, e.g. the radii certified accuracy is reported at): more votes are
+      worth buying only to pass the next rung above the current radius; stop (certify, or abstain if
+      nothing is certified yet) when sigma * Phi^-1(p_proj) is below it or every rung is passed;
     * exhausted: at the cap, certify if p_lower allows, else abstain.
     With q = 1, p_proj is the ceiling (the bound if every remaining vote agrees; an agreeing vote
-    never lowers the bound), so both stops are then exact: no continuation could have done better
-    by the tolerance. With q < 1 they are a heuristic about the likely gain (pA <= q except with
-    probability projection_beta); either way the stopping rule cannot affect validity.
+    never lowers the bound), so the stops are then exact: no continuation could have done better.
+    With q < 1 they are a heuristic about the likely gain (pA <= q except with probability
+    projection_beta); either way the stopping rule cannot affect validity.
     """
 
     sigma: float
     alpha: float
-    max_queries: int = 400
-    look_every: int = 10
+    looks: tuple[int, ...] = every(10, 400)
+    bound: str = "mixture"
     tolerance: float = 0.1  # in units of sigma
     min_radius: float = 0.0
     projection_beta: float | None = 0.05
     prior_a: float = 1.0
     prior_b: float = 0.5
+    ladder: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if not (self.sigma > 0 and 0 < self.alpha < 1):
             raise ValueError("need sigma > 0 and 0 < alpha < 1")
+        if list(self.ladder) != sorted(set(self.ladder)) or any(r < self.min_radius for r in self.ladder):
+            raise ValueError("ladder must be increasing radii >= min_radius")
         if self.projection_beta is not None and not 0 < self.projection_beta < 1:
             raise ValueError("projection_beta must be None or in (0, 1)")
-        if not (self.max_queries >= 1 and self.look_every >= 1 and self.tolerance >= 0 <= self.min_radius):
-            raise ValueError("need max_queries, look_every >= 1 and tolerance, min_radius >= 0")
+        if not self.looks or list(self.looks) != sorted(set(self.looks)) or self.looks[0] < 1:
+            raise ValueError("looks must be strictly increasing positive vote counts")
+        if self.bound not in ("mixture", "bonferroni"):
+            raise ValueError("bound must be 'mixture' or 'bonferroni'")
+        if not self.tolerance >= 0 <= self.min_radius:
+            raise ValueError("need tolerance, min_radius >= 0")
 
     @property
-    def looks(self) -> tuple[int, ...]:
-        return every(self.look_every, self.max_queries)
+    def max_queries(self) -> int:
+        return self.looks[-1]
 
     @property
     def p_needed(self) -> float:
@@ -600,14 +613,17 @@ class BestRadiusDesign:
 
     @functools.cached_property
     def _bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """(bound[i, k], projected[i, k]) at the i-th look (nan for k above its vote count)."""
+        """(lower[i, k], projected[i, k]) at the i-th look (nan for k above its vote count)."""
         cap, looks = self.max_queries, self.looks
         # All (look, k) pairs at once: one vectorised bisection instead of one per look.
         i = np.concatenate([np.full(m + 1, j) for j, m in enumerate(looks)])
         k = np.concatenate([np.arange(m + 1) for m in looks])
         n = np.asarray(looks)[i]
-        bound = np.full((len(looks), cap + 1), np.nan)
-        bound[i, k] = mixture_lower_bound(k, n, self.alpha, self.prior_a, self.prior_b)
+        lower = np.full((len(looks), cap + 1), np.nan)
+        if self.bound == "mixture":
+            lower[i, k] = mixture_lower_bound(k, n, self.alpha, self.prior_a, self.prior_b)
+        else:
+            lower[i, k] = np.nan_to_num(stats.beta.ppf(self.alpha / len(looks), k, n - k + 1))  # k = 0: 0
         if self.projection_beta is None:
             q = np.ones(len(n))
         else:
@@ -615,48 +631,51 @@ class BestRadiusDesign:
         # Round the projected count up (optimistic) and never past the cap; the last row is the cap.
         k_cap = np.minimum(k + np.ceil(q * (cap - n) - 1e-9).astype(np.int64), cap)
         projected = np.full((len(looks), cap + 1), np.nan)
-        projected[i, k] = bound[-1, k_cap]
-        return bound, projected
+        projected[i, k] = lower[-1, k_cap]
+        return lower, projected
 
-    def _gain(self, projected: np.ndarray, best: np.ndarray) -> np.ndarray:
-        """Radius gain in units of sigma (both arguments certify, projected >= best)."""
-        return stats.norm.ppf(projected) - stats.norm.ppf(best)
+    def _stops(self, best: np.ndarray, proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(futile, certify now) before the cap, from the running bound and its projection."""
+        certifiable = best > self.p_needed
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z_best = np.where(certifiable, stats.norm.ppf(best), -np.inf)
+            z_proj = stats.norm.ppf(proj)
+        futile = proj <= self.p_needed
+        if not self.ladder:
+            return futile, certifiable & (z_proj - z_best < self.tolerance)
+        rungs = np.asarray(self.ladder) / self.sigma
+        # Next rung not yet passed (a rung counts as passed once the certified radius reaches it).
+        next_rung = np.append(rungs, np.inf)[np.searchsorted(rungs, z_best, side="right")]
+        pointless = z_proj < next_rung
+        return futile | (~certifiable & pointless), certifiable & pointless
 
     def start(self) -> _TableTest:
         """A fresh per-image test (estimation counts start at zero)."""
         return _TableTest(self)
 
     def _decide(self, state: _TableTest, n: int, k: int) -> Decision:
-        bound, projected = self._bounds
+        lower, projected = self._bounds
         row = self.looks.index(n)
-        state._best = best = max(state._best, float(bound[row, k]))
-        certifiable = best > self.p_needed
+        state._best = best = max(state._best, float(lower[row, k]))
+        certified = Decision(Verdict.CERTIFIED, n, k, best, radius_of(self.sigma, best))
         if n == self.max_queries:
-            if certifiable:
-                return Decision(Verdict.CERTIFIED, n, k, best, radius_of(self.sigma, best))
-            return Decision(Verdict.EXHAUSTED, n, k)
-        proj = max(best, float(projected[row, k]))
-        if proj <= self.p_needed:
+            return certified if best > self.p_needed else Decision(Verdict.EXHAUSTED, n, k)
+        futile, done = self._stops(np.array([best]), np.array([max(best, float(projected[row, k]))]))
+        if futile[0]:
             return Decision(Verdict.FUTILE, n, k)
-        if certifiable and float(self._gain(np.array(proj), np.array(best))) < self.tolerance:
-            return Decision(Verdict.CERTIFIED, n, k, best, radius_of(self.sigma, best))
-        return Decision(Verdict.CONTINUE, n, k)
+        return certified if done[0] else Decision(Verdict.CONTINUE, n, k)
 
     def simulate(self, votes: np.ndarray) -> SimulationResult:
         """Run the design on boolean vote streams (True = vote for the candidate), one per row."""
         counts = _cumulative(votes, self.max_queries)
-        bound, projected = self._bounds
+        lower, projected = self._bounds
         looks = np.array(self.looks)
         k = counts[:, looks - 1]  # counts at the looks only
         rows = np.arange(len(looks))
-        best = np.maximum.accumulate(bound[rows, k], axis=1)
-        proj = np.maximum(best, projected[rows, k])
-        certifiable = best > self.p_needed
-        futile = proj <= self.p_needed
-        with np.errstate(invalid="ignore"):
-            done = certifiable & (self._gain(proj, best) < self.tolerance)
+        best = np.maximum.accumulate(lower[rows, k], axis=1)
+        futile, done = self._stops(best, np.maximum(best, projected[rows, k]))
         futile[:, -1] = False
-        done[:, -1] = True  # the cap: certify if possible, else exhausted
+        done[:, -1] = True  # the cap: certify if possible, else exhausted (never both: see _stops)
         t_fut, t_done = _first_true(futile), _first_true(done)
         stop = np.minimum(t_fut, t_done)
         p_stop = best[np.arange(len(counts)), stop]
@@ -681,10 +700,14 @@ def default_target_design(
 
 
 @functools.cache
-def default_best_radius_design(sigma: float, alpha: float, max_queries: int = 400) -> BestRadiusDesign:
-    """The best-radius design measured in docs/sequential.md: looks every 10 votes, projection rule
-    with tolerance 0.1 sigma. Guarantee: P(certified radius > true radius) <= alpha."""
-    return BestRadiusDesign(sigma, alpha, max_queries=max_queries)
+def default_best_radius_design(
+    sigma: float, alpha: float, max_queries: int = 400, ladder: tuple[float, ...] = ()
+) -> BestRadiusDesign:
+    """The best-radius design chosen in docs/sequential.md: Clopper-Pearson at alpha / 8 at looks
+    every cap/8 votes, projection rule, stopping at the given ladder of radii if any (without one,
+    at a gain below 0.1 sigma). Guarantee: P(certified radius > true radius) <= alpha."""
+    looks = every(max(1, max_queries // 8), max_queries)
+    return BestRadiusDesign(sigma, alpha, looks=looks, bound="bonferroni", ladder=ladder)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -64,9 +64,13 @@ class NaivePeeking(GroupSequentialDesign):
         return math.log(self.alpha)
 
 
-@functools.cache
 def best_radius(**changes: object) -> BestRadiusDesign:
-    return BestRadiusDesign(SIGMA, ALPHA, **changes)
+    return _best_radius(tuple(sorted(changes.items())))
+
+
+@functools.cache
+def _best_radius(changes: tuple) -> BestRadiusDesign:
+    return BestRadiusDesign(SIGMA, ALPHA, **dict(changes))
 
 
 def select(probs: list[float], selection: LeaderSelection, rng: np.random.Generator) -> np.ndarray:
@@ -123,16 +127,20 @@ def test_selection_then_fresh_estimation_keeps_alpha(index: int, probs: list[flo
     assert excess_pvalue(violations, TRIALS) > FLAG
 
 
+LADDER = (0.0, 0.125, 0.25, 0.375, 0.5)
+BEST_RADIUS_VARIANTS = {
+    "mixture-tolerance": {},
+    "mixture-ceiling-every-5": {"projection_beta": None, "looks": every(5, 400)},
+    "bonferroni-ladder": {"looks": (100, 200, 400), "bound": "bonferroni", "ladder": LADDER},
+    "bonferroni-every-50-ladder": {"looks": every(50, 400), "bound": "bonferroni", "ladder": LADDER},
+}
+
+
+@pytest.mark.parametrize("variant", BEST_RADIUS_VARIANTS)
 @pytest.mark.parametrize("p_true", [0.5, 0.6, 0.9, 0.99, 0.999])
-def test_best_radius_keeps_alpha(p_true: float) -> None:
-    design = best_radius()
+def test_best_radius_keeps_alpha(variant: str, p_true: float) -> None:
+    design = best_radius(**BEST_RADIUS_VARIANTS[variant])
     violations = false_certificates(design, np.full(TRIALS, p_true), np.random.default_rng(3000))
-    assert excess_pvalue(violations, TRIALS) > FLAG
-
-
-def test_best_radius_ceiling_rule_keeps_alpha() -> None:
-    design = best_radius(projection_beta=None, look_every=5)
-    violations = false_certificates(design, np.full(TRIALS, 0.9), np.random.default_rng(3001))
     assert excess_pvalue(violations, TRIALS) > FLAG
 
 
@@ -204,14 +212,13 @@ def drive(test, stream: np.ndarray) -> Decision:
     [
         *target_designs(SIGMA),
         GroupSequentialDesign(SIGMA, ALPHA, 0.0),
-        best_radius(),
-        best_radius(projection_beta=None, look_every=5),
+        *(best_radius(**variant) for variant in BEST_RADIUS_VARIANTS.values()),
     ],
     ids=lambda d: type(d).__name__,
 )
 def test_look_matches_simulate(design) -> None:
     rng = np.random.default_rng(6000)
-    p = rng.choice([0.5, 0.7, 0.84, 0.9, 0.97, 0.999], size=120)
+    p = rng.choice([0.5, 0.7, 0.84, 0.9, 0.97, 0.999], size=60)
     votes = fresh_votes(p, design.max_queries, rng)
     sim = design.simulate(votes)
     for i in range(len(p)):
@@ -283,4 +290,15 @@ def test_defaults_are_the_measured_choice_and_shared() -> None:
     assert test.look(7, 7).verdict is Verdict.CONTINUE  # any batch size is a look
     decision = test.look(60, 60)
     assert decision.verdict is Verdict.CERTIFIED and decision.radius == pytest.approx(SIGMA)
-    assert default_best_radius_design(SIGMA, 0.001).looks == every(10, 400)
+    assert default_best_radius_design(SIGMA, 0.001).looks == every(50, 400)
+
+
+def test_ladder_buys_votes_only_to_pass_the_next_rung() -> None:
+    design = BestRadiusDesign(SIGMA, 0.001, looks=(100, 200, 400), bound="bonferroni", ladder=(0.25, 0.5))
+    assert design.start().look(100, 100).verdict is Verdict.CONTINUE  # 0.25 passed, 0.5 within reach
+    stop = design.start().look(100, 97)  # 0.25 passed, 0.5 out of reach even at the optimistic rate
+    assert stop.verdict is Verdict.CERTIFIED and 0.25 <= stop.radius < 0.5
+    assert design.start().look(100, 95).verdict is Verdict.CONTINUE  # 0.25 not passed yet, within reach
+    below = design.start().look(100, 80)  # 0.25 out of reach: keep the small certificate, stop paying
+    assert below.verdict is Verdict.CERTIFIED and 0 < below.radius < 0.25
+    assert design.start().look(100, 60).verdict is Verdict.FUTILE  # no certificate within reach
