@@ -132,3 +132,16 @@ def test_cli_fault_rates_are_parsed_and_checked() -> None:
     for bad in (["error"], ["boom=0.1"], ["error=lots"]):
         with pytest.raises(typer.BadParameter):
             parse_fault_rates(bad)
+
+
+def test_an_emulator_restarts_and_keeps_counting(vendor_emulator) -> None:
+    running = vendor_emulator("aws", latency_ms=100)
+    headers = {"X-Amz-Target": "RekognitionService.DetectLabels", "Authorization": "Credential=AKID/x"}
+    body = {"Image": {"Bytes": base64.b64encode(solid_png()).decode()}}
+    assert httpx.post(running.endpoint, json=body, headers=headers).status_code == 200
+    running.stop()
+    running.start()
+    started = time.monotonic()
+    assert httpx.post(running.endpoint, json=body, headers=headers).status_code == 200
+    assert time.monotonic() - started >= 0.1  # latency applies again after a restart
+    assert running.calls == running.billable == 2

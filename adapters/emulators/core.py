@@ -181,6 +181,10 @@ class CallPolicy:
         """Wake every hanging or sleeping handler so the servers can shut down."""
         self._stopping.set()
 
+    def resume(self) -> None:
+        """Serve again after :meth:`stop` (latency and hangs wait again)."""
+        self._stopping.clear()
+
 
 @cache
 def _shared_model(name: str, top_k: int) -> ImageModel:
@@ -255,6 +259,7 @@ class Emulator:
     def start(self) -> str:
         """Start serving; returns the endpoint URL."""
         if self._endpoint is None:
+            self.policy.resume()
             self._endpoint = self._start_servers()
         return self._endpoint
 
