@@ -155,7 +155,7 @@ class CallPolicy:
             self.billable += images
 
     def refuse(self, reason: str) -> None:
-        """Count a call refused before the fault draw (auth, input limits)."""
+        """Count a refusal: "auth" (before any draw) or "rejected" (input limits, after it)."""
         with self._lock:
             self.outcomes[reason] += 1
 
@@ -233,7 +233,8 @@ class Emulator:
 
     @property
     def outcomes(self) -> Counter[str]:
-        """Calls by fate: "answer", "throttle", each fault, "auth", "rejected"."""
+        """Calls by drawn fate ("answer", "throttle", each fault), plus refusals: "auth"
+        (refused before any draw) and "rejected" (input refused, also counted by its draw)."""
         return self.policy.outcomes
 
     def inject(self, *faults: Fault) -> None:
