@@ -1,0 +1,172 @@
+"""The server's configuration: one TOML file with its limits, its vendors and its tenants.
+
+::
+
+    [service]
+    runs_dir = "runs/service"          # job journals and the job store (service.sqlite)
+    default_vendor = "aws"
+    max_request_bytes = 20_000_000     # whole request body, checked before it is read
+    max_image_pixels = 16_000_000      # per image, checked from its header before decoding
+    max_images_per_job = 256
+    max_running_jobs = 32              # beyond it: 503 with Retry-After
+    prices = "prices.toml"             # optional budgets.PriceTable overrides
+
+    [vendors.aws]                      # every vendor a client may name; credentials stay here
+    requests_per_second = 5            # shared by every tenant (fair round-robin)
+    concurrency = 8
+    request_timeout_s = 30
+    options = { region = "us-east-1" } # create_adapter keyword options (endpoint, ...)
+
+    [tenants.acme]                     # written by ``apiwrap serve --create-tenant acme``
+    key_sha256 = "..."                 # sha256 of the API key; the key itself is never stored
+    max_usd = "25.00"                  # optional: money cap over all the tenant's jobs
+    max_queries = 100000               # optional: billable-query cap
+
+Vendor credentials come from this file's ``options`` or from the environment the SDKs read
+(``AWS_ACCESS_KEY_ID``, ...); clients can only name a configured vendor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from apiwrap.scheduler import VendorLimits
+from budgets import parse_usd
+
+__all__ = [
+    "ServiceConfig",
+    "TenantConfig",
+    "VendorConfig",
+    "add_tenant",
+    "hash_key",
+    "load_config",
+]
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+def hash_key(key: str) -> str:
+    """How an API key is stored: a random 256-bit token needs no slow hash, only a one-way one."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    name: str
+    key_sha256: str
+    max_usd: Decimal | None = None
+    max_queries: int | None = None
+
+
+@dataclass(frozen=True)
+class VendorConfig:
+    name: str
+    limits: VendorLimits = field(default_factory=VendorLimits)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    runs_dir: Path
+    vendors: dict[str, VendorConfig]
+    tenants: dict[str, TenantConfig]
+    default_vendor: str | None = None
+    max_request_bytes: int = 20_000_000
+    max_image_pixels: int = 16_000_000
+    max_images_per_job: int = 256
+    max_running_jobs: int = 32
+    prices: Path | None = None
+    #: How long a request may wait for its turn at a vendor shared with other jobs, on top of
+    #: the vendor's own timeout, before its job's scheduler counts it as failed and retries.
+    queue_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.vendors:
+            raise ValueError("the service needs at least one [vendors.NAME] table")
+        if self.default_vendor is not None and self.default_vendor not in self.vendors:
+            raise ValueError(f"default_vendor {self.default_vendor!r} is not a configured vendor")
+        for name in ("max_request_bytes", "max_image_pixels", "max_images_per_job", "max_running_jobs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+    @property
+    def vendor_names(self) -> list[str]:
+        return sorted(self.vendors)
+
+    @property
+    def store_path(self) -> Path:
+        return self.runs_dir / "service.sqlite"
+
+
+def _tenant(name: str, table: dict[str, Any]) -> TenantConfig:
+    if not _TENANT_NAME.match(name):
+        raise ValueError(f"tenant name {name!r}: letters, digits, '_' or '-' (at most 64)")
+    key_hash = str(table.get("key_sha256", ""))
+    if not re.fullmatch(r"[0-9a-f]{64}", key_hash):
+        raise ValueError(f"tenants.{name}.key_sha256 must be 64 lowercase hex digits")
+    max_usd = table.get("max_usd")
+    max_queries = table.get("max_queries")
+    if max_queries is not None and (not isinstance(max_queries, int) or max_queries < 0):
+        raise ValueError(f"tenants.{name}.max_queries must be an integer >= 0")
+    try:
+        usd = None if max_usd is None else parse_usd(max_usd)
+    except (ValueError, InvalidOperation) as exc:
+        raise ValueError(f"tenants.{name}.max_usd: {exc}") from None
+    return TenantConfig(name, key_hash, usd, max_queries)
+
+
+def _vendor(name: str, table: dict[str, Any]) -> VendorConfig:
+    limits = VendorLimits(
+        requests_per_second=table.get("requests_per_second"),
+        concurrency=int(table.get("concurrency", 8)),
+        request_timeout_s=float(table.get("request_timeout_s", 30.0)),
+    )
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError(f"vendors.{name}.options must be a table")
+    return VendorConfig(name, limits, dict(options))
+
+
+def load_config(path: Path) -> ServiceConfig:
+    """Read and check the server's TOML file (relative paths are relative to the file)."""
+    with path.open("rb") as handle:
+        data = tomllib.load(handle)
+    service = dict(data.get("service", {}))
+    base = path.parent
+    runs_dir = base / service.pop("runs_dir", "runs/service")
+    prices = service.pop("prices", None)
+    known = {f for f in ServiceConfig.__dataclass_fields__} - {"runs_dir", "vendors", "tenants", "prices"}
+    if unknown := set(service) - known:
+        raise ValueError(f"unknown [service] keys: {', '.join(sorted(unknown))}")
+    return ServiceConfig(
+        runs_dir=runs_dir,
+        vendors={name: _vendor(name, table) for name, table in data.get("vendors", {}).items()},
+        tenants={name: _tenant(name, table) for name, table in data.get("tenants", {}).items()},
+        prices=base / prices if prices else None,
+        **service,
+    )
+
+
+def add_tenant(path: Path, name: str, *, max_usd: str | None = None, max_queries: int | None = None) -> str:
+    """Append a tenant to the config file and return its new API key (shown once, stored hashed)."""
+    existing = tomllib.loads(path.read_text()) if path.exists() else {}
+    if name in existing.get("tenants", {}):
+        raise ValueError(f"tenant {name!r} already exists in {path}")
+    key = "aw_" + secrets.token_urlsafe(32)
+    lines = [f"\n[tenants.{name}]", f'key_sha256 = "{hash_key(key)}"']
+    if max_usd is not None:
+        lines.append(f'max_usd = "{parse_usd(max_usd)}"')
+    if max_queries is not None:
+        lines.append(f"max_queries = {int(max_queries)}")
+    table = {"key_sha256": hash_key(key), "max_usd": max_usd, "max_queries": max_queries}
+    _tenant(name, {k: v for k, v in table.items() if v is not None})  # validate before writing
+    with path.open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return key

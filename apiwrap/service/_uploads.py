@@ -1,0 +1,139 @@
+"""Reading images out of requests, with every limit checked before any work is done.
+
+Order of checks: the body's size (Content-Length, then the bytes actually streamed: see
+:class:`BodyLimit`), the content type, each image's format and pixel count from its header,
+then a full decode with :func:`apiwrap.images.load_image` (the function the engine uses), so
+a job only starts on images the engine will accept. Upload file names are kept as labels;
+they never reach a path.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from apiwrap.images import SUPPORTED_FORMATS, load_image
+from apiwrap.service._errors import InvalidRequest, PayloadTooLarge, UnsupportedImage
+
+__all__ = ["IMAGE_MEDIA_TYPES", "BodyLimit", "Upload", "check_image", "read_upload"]
+
+#: Raw-body content types accepted for one image (octet-stream: the format is sniffed).
+IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
+_MAX_FILENAME = 200
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Images (client file name, bytes) and the text fields of a multipart form."""
+
+    images: list[tuple[str, bytes]]
+    fields: dict[str, str]
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, told by Content-Length or counted as it streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            # Refused before a byte of the body is read (a bad header is treated as too large).
+            await _too_large(send, self.max_bytes)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(_too_large_message(self.max_bytes))
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large_message(max_bytes: int) -> str:
+    return f"request body is over the limit of {max_bytes:,} bytes"
+
+
+async def _too_large(send: Send, max_bytes: int) -> None:
+    body = json.dumps({"error": "payload_too_large", "detail": _too_large_message(max_bytes)}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _filename(name: str | None, position: int) -> str:
+    # A label for results only: printable, bounded, never a path.
+    cleaned = "".join(ch for ch in (name or "") if ch.isprintable())[:_MAX_FILENAME]
+    return cleaned or f"upload-{position}"
+
+
+async def read_upload(request: Request, *, max_files: int) -> Upload:
+    """The images of a request: a raw image body, or a multipart form with file parts."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        form = await request.form(max_files=max_files, max_fields=32)
+        images: list[tuple[str, bytes]] = []
+        fields: dict[str, str] = {}
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                images.append((_filename(value.filename, len(images)), await value.read()))
+            else:
+                fields[key] = value
+        await form.close()
+        if not images:
+            raise InvalidRequest("the form has no file part (send the image as 'file')")
+        return Upload(images, fields)
+    if media_type in IMAGE_MEDIA_TYPES:
+        return Upload([("upload", await request.body())], {})
+    raise UnsupportedImage(
+        f"content type {media_type or 'missing'!r}: send an image ({', '.join(IMAGE_MEDIA_TYPES)}) "
+        "or multipart/form-data"
+    )
+
+
+def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) -> None:
+    """Raise 415 for a format we do not take, 422 for too many pixels or an undecodable image."""
+    if not data:
+        raise InvalidRequest(f"{name}: the image is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as opened:  # reads the header only
+                image_format, (width, height) = opened.format, opened.size
+    except UnidentifiedImageError:
+        raise UnsupportedImage(f"{name}: not a PNG, JPEG or WebP image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InvalidRequest(f"{name}: too many pixels (limit {max_pixels:,})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidRequest(f"{name}: corrupt image header ({exc})") from None
+    if image_format not in SUPPORTED_FORMATS:
+        raise UnsupportedImage(f"{name}: format {image_format} is not supported; use PNG, JPEG or WebP")
+    if width * height > max_pixels:
+        raise InvalidRequest(f"{name}: {width}x{height} is over the limit of {max_pixels:,} pixels")
+    load_image(data, name=name, size=size)  # ImageError (corrupt, truncated): 422 by the error table
