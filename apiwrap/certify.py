@@ -40,6 +40,8 @@ class AbstainReason(StrEnum):
     NOT_SIGNIFICANT = "top two labels not significantly different"
     NO_VOTES = "no votes"
     MODEL_DRIFT = "vendor model version changed during the certificate"
+    FUTILE = "the radius sought is out of reach within the query cap"
+    EXHAUSTED = "query cap reached without a certificate"
     BUDGET = "budget ran out before the votes were complete"
     IMAGE_ERROR = "image could not be used"
 

@@ -56,7 +56,20 @@ OutOpt = Annotated[Path | None, typer.Option(help="Write one JSON line per image
 JobOpt = Annotated[str | None, typer.Option(help="Job name; an interrupted job resumes under the same name.")]
 RunsOpt = Annotated[Path, typer.Option(help="Folder of job journals.")]
 MaxUsdOpt = Annotated[str | None, typer.Option(help="Stop the job before it spends more than this (USD).")]
-MaxQueriesOpt = Annotated[int | None, typer.Option(help="Stop before more than this many billable queries.")]
+MaxJobQueriesOpt = Annotated[
+    int | None, typer.Option(help="Stop the job before more than this many billable queries.")
+]
+TargetRadiusOpt = Annotated[
+    float | None,
+    typer.Option(help="Sequential: decide whether each image is certified at this radius, stopping early."),
+]
+MaxQueriesOpt = Annotated[
+    int | None,
+    typer.Option(help="Sequential: cap of estimation queries per image; alone, certifies the best radius."),
+]
+SelectionOpt = Annotated[
+    str, typer.Option(help="Sequential: 'leader' (buy votes until a label leads) or 'clean' (clean label).")
+]
 TpsOpt = Annotated[float | None, typer.Option(help="Requests per second allowed at the vendor.")]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.")]
 AttemptsOpt = Annotated[int, typer.Option(help="Attempts per query (same bytes each time).")]
@@ -88,13 +101,16 @@ def _run(
     job: str | None,
     runs_dir: Path,
     max_usd: str | None,
-    max_queries: int | None,
+    max_job_queries: int | None,
     tps: float | None,
     concurrency: int,
     max_attempts: int,
     prices: Path | None,
     force_denoiser: bool,
     emulate: bool,
+    target_radius: float | None = None,
+    max_queries: int | None = None,
+    selection: str = "leader",
 ) -> None:
     files = find_images(images)
     if not files:
@@ -121,7 +137,7 @@ def _run(
             limits=VendorLimits(requests_per_second=tps, concurrency=concurrency),
             retry=RetryPolicy(max_attempts=max_attempts),
             max_usd=Decimal(max_usd) if max_usd else None,
-            max_queries=max_queries,
+            max_queries=max_job_queries,
             prices=prices,
             force_denoiser=force_denoiser,
             emulate=emulate,
@@ -129,10 +145,14 @@ def _run(
     except (ValueError, ArithmeticError) as exc:
         _fail(str(exc))
     total = len(files) * settings.queries_per_image
+    if settings.design == "fixed":
+        samples = (f"n0={n0}, " if mode == "certify" else "") + f"n={n}"
+    else:
+        goal = f"radius >= {target_radius}" if settings.design == "target" else "best radius"
+        samples = f"sequential ({goal}, <= {settings.max_queries} estimation queries, selection {selection})"
     console.print(
-        f"{mode} {len(files)} image(s) at vendor [bold]{vendor}[/bold], sigma={sigma}, "
-        + (f"n0={n0}, " if mode == "certify" else "")
-        + f"n={n}, alpha={alpha}, denoiser={denoiser}; journal {spec.runs_dir / spec.job}.sqlite"
+        f"{mode} {len(files)} image(s) at vendor [bold]{vendor}[/bold], sigma={sigma}, {samples}, "
+        f"alpha={alpha}, denoiser={denoiser}; journal {spec.runs_dir / spec.job}.sqlite"
         + (" (vendor emulated on 127.0.0.1)" if emulate else "")
     )
     with Progress(
@@ -250,17 +270,25 @@ def certify(
     job: JobOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     max_usd: MaxUsdOpt = None,
-    max_queries: MaxQueriesOpt = None,
+    max_job_queries: MaxJobQueriesOpt = None,
     tps: TpsOpt = None,
     concurrency: ConcurrencyOpt = 8,
     max_attempts: AttemptsOpt = 6,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = False,
     emulate: EmulateOpt = False,
+    target_radius: TargetRadiusOpt = None,
+    max_queries: MaxQueriesOpt = None,
+    selection: SelectionOpt = "leader",
 ) -> None:
-    """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain."""
+    """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
+
+    With --target-radius or --max-queries, a sequential test stops each image as soon as
+    its votes decide, with the same 1 - alpha guarantee.
+    """
     _run("certify", images, vendor, endpoint, sigma, n0, n, alpha, seed, denoiser, size, out, job, runs_dir,
-         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate)  # fmt: skip
+         max_usd, max_job_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate,
+         target_radius, max_queries, selection)  # fmt: skip
 
 
 @app.command()
@@ -278,7 +306,7 @@ def predict(
     job: JobOpt = None,
     runs_dir: RunsOpt = Path("runs"),
     max_usd: MaxUsdOpt = None,
-    max_queries: MaxQueriesOpt = None,
+    max_job_queries: MaxJobQueriesOpt = None,
     tps: TpsOpt = None,
     concurrency: ConcurrencyOpt = 8,
     max_attempts: AttemptsOpt = 6,
@@ -287,8 +315,9 @@ def predict(
     emulate: EmulateOpt = False,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
-    _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job, runs_dir,
-         max_usd, max_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate)  # fmt: skip
+    _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job,
+         runs_dir, max_usd, max_job_queries, tps, concurrency, max_attempts, prices, force_denoiser,
+         emulate)  # fmt: skip
 
 
 @app.command()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
-from apiwrap.engine import CertificationSettings, ImageResult, decide, sample_ranges
-from apiwrap.journal import Journal, JournalError
-from apiwrap.samples import CLEAN_SAMPLE
+from apiwrap.journal import Journal, JournalError, QueryRecord
+from apiwrap.procedures import CertificationSettings, Fetch, ImageResult, run_procedure
 
 __all__ = ["replay_journal"]
+
+
+class _MissingVotes(LookupError):
+    pass
 
 
 def replay_journal(
@@ -17,9 +22,11 @@ def replay_journal(
 ) -> list[ImageResult]:
     """Results of the journal's votes under (possibly) smaller n0, n or another alpha.
 
-    The sample indices keep their roles: selection is 0..n0-1, estimation n0..n0+n-1, so a
-    replay with the job's own parameters reproduces its certificates exactly. Asking for
-    more samples than were bought is an error (it would need new queries).
+    The procedure runs again on the journaled votes (the same stopping rules for
+    sequential designs), and sample indices keep their roles, so a replay with the job's
+    own parameters reproduces its certificates exactly. A replay that would need a vote the
+    job never bought is an error. Changing n0 is only meaningful for the fixed design:
+    sequential estimation indices start at the job's n0.
     """
     journal = Journal.open_existing(path)
     try:
@@ -28,30 +35,24 @@ def replay_journal(
             raise JournalError(f"{path} holds no job parameters")
         fields = {f.name for f in dataclasses.fields(CertificationSettings)}
         settings = CertificationSettings(**{k: v for k, v in stored.items() if k in fields})
+        if n0 is not None and settings.design != "fixed":
+            raise ValueError("n0 of a sequential job cannot change: it fixes where estimation indices start")
         replayed = dataclasses.replace(
             settings,
             n0=settings.n0 if n0 is None else n0,
             n=settings.n if n is None else n,
             alpha=settings.alpha if alpha is None else alpha,
         )
-        if replayed.n0 + replayed.n > settings.n0 + settings.n:
-            raise ValueError(
-                f"the job bought {settings.n0 + settings.n} samples per image; "
-                f"n0 + n = {replayed.n0 + replayed.n} would need new queries"
-            )
-        selection_indices, estimation_indices = sample_ranges(replayed)
         results = []
         for image_id, name, digest, status, stored_result, error in journal.images():
             if status != "done":
                 results.append(ImageResult(image=name, status="failed", error=error or f"image {status}"))
                 continue
             votes = {record.sample_index: record for record in journal.votes(image_id)}
-            result = decide(
-                replayed,
-                votes.get(CLEAN_SAMPLE),
-                [votes[i] for i in selection_indices],
-                [votes[i] for i in estimation_indices],
-            )
+            try:
+                result = asyncio.run(run_procedure(replayed, _journal_fetch(votes)))
+            except _MissingVotes as exc:
+                raise ValueError(f"{name}: {exc}; the replay would need new queries") from None
             result.image = name
             result.digest = digest
             result.certified_space = (stored_result or {}).get("certified_space")
@@ -59,3 +60,13 @@ def replay_journal(
         return results
     finally:
         journal.close()
+
+
+def _journal_fetch(votes: dict[int, QueryRecord]) -> Fetch:
+    async def fetch(indices: Sequence[int]) -> list[QueryRecord]:
+        missing = [i for i in indices if i not in votes]
+        if missing:
+            raise _MissingVotes(f"the job never bought sample {missing[0]}")
+        return [votes[i] for i in indices]
+
+    return fetch

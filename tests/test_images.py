@@ -32,7 +32,7 @@ GRADIENT = np.linspace(0, 255, 48 * 40 * 3).reshape(48, 40, 3).astype(np.uint8)
         (Image.fromarray(GRADIENT).convert("RGBA"), "PNG"),
         (Image.fromarray(GRADIENT).convert("LA"), "PNG"),
         (Image.fromarray(GRADIENT).convert("CMYK"), "JPEG"),
-        (Image.fromarray((GRADIENT[..., 0].astype(np.uint16) * 257)), "PNG"),
+        (Image.fromarray(GRADIENT[..., 0].astype(np.uint16) * 257), "PNG"),
     ],
     ids=["rgb-png", "jpeg", "webp", "gray", "palette", "rgba", "gray-alpha", "cmyk-jpeg", "16-bit"],
 )
@@ -40,7 +40,7 @@ def test_every_mode_becomes_rgb_floats(image: Image.Image, fmt: str) -> None:
     loaded = load_image(_encode(image, fmt), name="x")
     assert loaded.pixels.shape == (48, 40, 3)
     assert loaded.pixels.dtype == np.float32
-    assert 0.0 <= loaded.pixels.min() and loaded.pixels.max() <= 1.0
+    assert loaded.pixels.min() >= 0.0 and loaded.pixels.max() <= 1.0
 
 
 def test_sixteen_bit_is_scaled_not_clipped() -> None:

@@ -1,0 +1,281 @@
+"""Certification procedures over a vote source: fixed-n (Cohen) and sequential (early stopping).
+
+A procedure asks ``fetch(indices)`` for the votes of given sample indices and decides. The
+engine's fetch buys missing votes from the vendor (and reads answered ones from the
+journal); ``replay``'s fetch reads the journal only. So a replay re-runs exactly the
+decisions, stopping rules included, that the job made.
+
+Index layout, fixed by the settings before any vote is seen: -1 is the clean image;
+selection draws from 0..n0-1; estimation from n0 upward. Selection votes are never
+counted in estimation. Sequential designs count estimation votes over the prefix of
+indices (never in completion order), and a failed query is a vote against the candidate,
+as in fixed-n CERTIFY: replacing it with a fresh draw would bias the sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from apiwrap.certify import FAILED_QUERY, AbstainReason, Certificate, Prediction, certify, predict
+from apiwrap.images import ENCODING
+from apiwrap.journal import QueryRecord
+from apiwrap.noise import NOISE_SCHEME
+from apiwrap.samples import CLEAN_SAMPLE
+from apiwrap.sequential import (
+    BestRadiusDesign,
+    LeaderSelection,
+    MixtureDesign,
+    Verdict,
+    default_best_radius_design,
+    default_target_design,
+)
+
+__all__ = [
+    "CertificationSettings",
+    "Fetch",
+    "ImageResult",
+    "decide",
+    "run_procedure",
+    "sample_ranges",
+]
+
+Mode = Literal["certify", "predict"]
+Design = Literal["fixed", "target", "best"]
+Selection = Literal["leader", "clean"]
+
+
+@dataclass(frozen=True, slots=True)
+class CertificationSettings:
+    """What defines a job's certificates; stored in its journal and fixed for its life."""
+
+    vendor: str
+    sigma: float = 0.25
+    n0: int = 20
+    n: int = 100
+    alpha: float = 0.001
+    seed: int = 0
+    denoiser: str = "none"
+    size: int | None = None
+    mode: Mode = "certify"
+    #: "fixed": Cohen's n0 + n. "target": is g certified at radius >= target_radius? "best":
+    #: the largest radius within max_queries. Both sequential designs stop early.
+    design: Design = "fixed"
+    target_radius: float | None = None
+    max_queries: int = 400
+    #: Sequential designs only: "leader" buys selection votes (at most n0) until one label
+    #: leads by selection_lead; "clean" takes the vendor's label on the clean image.
+    selection: Selection = "leader"
+    selection_lead: int = 2
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if self.n < 1 or self.n0 < (1 if self.mode == "certify" else 0):
+            raise ValueError(f"need n >= 1 and n0 >= 1 (certify), got n0={self.n0}, n={self.n}")
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
+        if self.design != "fixed" and self.mode != "certify":
+            raise ValueError("sequential designs certify; predict uses the fixed design")
+        if self.design == "target" and not (self.target_radius and self.target_radius > 0):
+            raise ValueError("the target design needs --target-radius > 0")
+        if self.design != "fixed" and (self.max_queries < 1 or self.selection_lead < 1):
+            raise ValueError("max_queries and selection_lead must be positive")
+
+    @property
+    def queries_per_image(self) -> int:
+        """Most queries one image can take: the clean reference plus the noisy samples."""
+        if self.design != "fixed":
+            return 1 + (0 if self.selection == "clean" else self.n0) + self.max_queries
+        return 1 + (self.n0 + self.n if self.mode == "certify" else self.n)
+
+    def journal_record(self) -> dict[str, Any]:
+        return {**asdict(self), "noise": NOISE_SCHEME, "encoding": ENCODING}
+
+
+@dataclass(slots=True)
+class ImageResult:
+    """Everything a user needs to read one image's outcome."""
+
+    image: str
+    status: Literal["certified", "predicted", "abstained", "failed", "budget"]
+    label: str | None = None
+    radius: float | None = None
+    reference_label: str | None = None
+    abstain_reason: str | None = None
+    error: str | None = None
+    p_lower: float | None = None
+    candidate: str | None = None
+    votes_for_candidate: int = 0
+    estimation_votes: int = 0
+    top_votes: dict[str, int] = field(default_factory=dict)
+    queries: int = 0
+    failed_queries: int = 0
+    model_versions: list[str] = field(default_factory=list)
+    digest: str | None = None
+    certified_space: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _model_versions(records: list[QueryRecord]) -> list[str]:
+    return sorted({r.model_version for r in records if r.model_version is not None})
+
+
+def decide(
+    settings: CertificationSettings,
+    reference: QueryRecord | None,
+    selection: list[QueryRecord],
+    estimation: list[QueryRecord],
+) -> ImageResult:
+    """Turn journaled votes into the image's result (pure: used by runs and by replay)."""
+    votes = selection + estimation
+    versions = _model_versions(votes + ([reference] if reference else []))
+    result = ImageResult(
+        image="",
+        status="abstained",
+        reference_label=reference.label if reference else None,
+        queries=len(votes) + (1 if reference else 0),
+        failed_queries=sum(r.outcome != "ok" for r in votes),
+        model_versions=versions,
+        top_votes=dict(Counter(r.label for r in estimation or selection).most_common(5)),
+    )
+    if len(versions) > 1:
+        # Votes of two vendor models estimate two different smoothed classifiers.
+        result.abstain_reason = AbstainReason.MODEL_DRIFT.value
+        return result
+    outcome: Certificate | Prediction
+    if settings.mode == "certify":
+        outcome = certify(
+            Counter(r.label for r in selection),
+            Counter(r.label for r in estimation),
+            sigma=settings.sigma,
+            alpha=settings.alpha,
+        )
+        result.p_lower = outcome.p_lower
+        result.candidate = outcome.candidate
+        result.votes_for_candidate = outcome.votes_for_candidate
+        result.estimation_votes = outcome.estimation_votes
+        result.radius = outcome.radius
+        result.status = "abstained" if outcome.abstained else "certified"
+    else:
+        outcome = predict(Counter(r.label for r in estimation), alpha=settings.alpha)
+        result.votes_for_candidate = outcome.votes_for_label
+        result.estimation_votes = len(estimation)
+        result.status = "abstained" if outcome.abstained else "predicted"
+    result.label = outcome.label
+    result.abstain_reason = outcome.abstain_reason.value if outcome.abstain_reason else None
+    return result
+
+
+Fetch = Callable[[Sequence[int]], Awaitable[list[QueryRecord]]]
+
+
+def sample_ranges(settings: CertificationSettings) -> tuple[range, range]:
+    """(selection, estimation) sample indices of fixed-n procedures; disjoint by construction."""
+    if settings.mode == "predict":
+        return range(0), range(settings.n)
+    return range(settings.n0), range(settings.n0, settings.n0 + settings.n)
+
+
+async def run_procedure(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
+    if settings.design == "fixed":
+        return await _fixed(settings, fetch)
+    return await _sequential(settings, fetch)
+
+
+async def _fixed(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
+    selection_indices, estimation_indices = sample_ranges(settings)
+    reference, selection = await asyncio.gather(fetch([CLEAN_SAMPLE]), fetch(selection_indices))
+    estimation = await fetch(estimation_indices)
+    return decide(settings, reference[0], selection, estimation)
+
+
+def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign:
+    if settings.design == "target":
+        assert settings.target_radius is not None
+        return default_target_design(
+            settings.sigma, settings.alpha, settings.target_radius, settings.max_queries
+        )
+    return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries)
+
+
+async def _select(settings: CertificationSettings, fetch: Fetch) -> tuple[str | None, list[QueryRecord]]:
+    """Buy selection votes only until one label clearly leads (or the n0 cap)."""
+    rule = LeaderSelection(lead=settings.selection_lead, max_votes=settings.n0)
+    votes: list[QueryRecord] = []
+    while True:
+        counts = Counter(r.label for r in votes if r.label != FAILED_QUERY)
+        ranked = [*sorted(counts.items(), key=lambda item: -item[1]), ("", 0), ("", 0)]
+        if votes:
+            decision = rule.look(counts)
+            if decision.done:
+                return decision.label, votes
+            if len(votes) >= settings.n0:  # failed queries used up the cap: a unique leader or none
+                return (ranked[0][0] if ranked[0][1] > ranked[1][1] else None), votes
+        # The fewest further votes that could end selection: the leader's missing margin.
+        wanted = max(1, settings.selection_lead - (ranked[0][1] - ranked[1][1]))
+        votes += await fetch(range(len(votes), min(settings.n0, len(votes) + wanted)))
+
+
+def _votes_until_decidable(design: MixtureDesign | BestRadiusDesign, n: int, k: int, next_look: int) -> int:
+    """How many more votes could possibly end the test: none are bought that cannot matter."""
+    if not isinstance(design, MixtureDesign):
+        return next_look - n
+    looks = design.looks
+    certify, futile = design.certify_boundary, design.futility_boundary
+    for position in range(looks.index(next_look), len(looks)):
+        more = looks[position] - n
+        if k + more >= certify[position] or k <= futile[position] or position == len(looks) - 1:
+            return more
+    return looks[-1] - n
+
+
+async def _sequential(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
+    design = _design(settings)
+    reference_task = asyncio.ensure_future(fetch([CLEAN_SAMPLE]))
+    if settings.selection == "clean":
+        reference = (await reference_task)[0]
+        candidate = reference.label if reference.outcome == "ok" else None
+        selection: list[QueryRecord] = []
+    else:
+        candidate, selection = await _select(settings, fetch)
+        reference = (await reference_task)[0]
+    result = ImageResult(image="", status="abstained", reference_label=reference.label, candidate=candidate)
+    estimation: list[QueryRecord] = []
+    if candidate is None or candidate == FAILED_QUERY:
+        result.abstain_reason = AbstainReason.NO_SELECTION.value
+    else:
+        test = design.start()
+        k = 0
+        while (look := test.next_look()) is not None:
+            more = _votes_until_decidable(design, len(estimation), k, look)
+            start = settings.n0 + len(estimation)
+            fresh = await fetch(range(start, start + more))
+            estimation += fresh
+            k += sum(r.label == candidate for r in fresh)
+            decision = test.look(len(estimation), k)
+            if decision.verdict is Verdict.CERTIFIED:
+                result.status, result.label = "certified", candidate
+                result.radius, result.p_lower = decision.radius, decision.p_lower
+            elif decision.verdict is Verdict.FUTILE:
+                result.abstain_reason = AbstainReason.FUTILE.value
+            elif decision.verdict is Verdict.EXHAUSTED:
+                result.abstain_reason = AbstainReason.EXHAUSTED.value
+        result.votes_for_candidate = k
+    result.estimation_votes = len(estimation)
+    votes = selection + estimation
+    result.queries = len(votes) + 1
+    result.failed_queries = sum(r.outcome != "ok" for r in votes)
+    result.top_votes = dict(Counter(r.label for r in estimation or selection).most_common(5))
+    result.model_versions = sorted({r.model_version for r in [*votes, reference] if r.model_version})
+    if len(result.model_versions) > 1:
+        result.status, result.label, result.radius = "abstained", None, None
+        result.abstain_reason = AbstainReason.MODEL_DRIFT.value
+    return result
