@@ -369,7 +369,7 @@ class _TargetDesign:
         """Largest count that stops as futile, per look (-1: none; the cap is EXHAUSTED instead)."""
         return self._tables[1][list(self.looks)]
 
-    def start(self) -> _TableTest:
+    def start(self) -> SequentialTest:
         """A fresh per-image test (estimation counts start at zero)."""
         return _TableTest(self)
 
@@ -649,7 +649,7 @@ class BestRadiusDesign:
         pointless = z_proj < next_rung
         return futile | (~certifiable & pointless), certifiable & pointless
 
-    def start(self) -> _TableTest:
+    def start(self) -> SequentialTest:
         """A fresh per-image test (estimation counts start at zero)."""
         return _TableTest(self)
 
