@@ -1,0 +1,258 @@
+"""The HTTP service end to end: a real uvicorn server on 127.0.0.1, an httpx client, an emulated vendor."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from adapters.emulators import Emulator, EmulatorConfig, emulator
+from apiwrap.scheduler import VendorLimits
+from apiwrap.service import ServiceConfig, TenantConfig, VendorConfig, create_app, hash_key
+from apiwrap.testing import fake_classify, solid_png
+
+RED = solid_png((200, 30, 30))  # fake_classify: "goldfish"
+GREEN = solid_png((30, 200, 30))  # "tree frog"
+FAST = {"n0": 5, "n": 20}  # 1 + 5 + 20 = 26 queries per image
+KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
+
+
+class ServerThread:
+    """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread, lifespan included."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def service_config(tmp_path: Path, endpoint: str, **overrides: Any) -> ServiceConfig:
+    caps: dict[str, dict[str, Any]] = overrides.pop("caps", {})
+    tenants = {name: TenantConfig(name, hash_key(key), **caps.get(name, {})) for name, key in KEYS.items()}
+    limits = overrides.pop("limits", VendorLimits(concurrency=4))
+    return ServiceConfig(
+        runs_dir=tmp_path / "runs",
+        vendors={"aws": VendorConfig("aws", limits, {"endpoint": endpoint})},
+        tenants=tenants,
+        **overrides,
+    )
+
+
+def client(base: str, tenant: str | None = "alice") -> httpx.Client:
+    headers = {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
+    return httpx.Client(base_url=base, headers=headers, timeout=60)
+
+
+def wait_for_job(api: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = api.get(f"/v1/jobs/{job_id}").json()
+        if status["status"] != "running":
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} still running after {timeout_s} s")
+
+
+@pytest.fixture
+def vendor() -> Iterator[Emulator]:
+    running = emulator("aws", EmulatorConfig(classify=fake_classify))
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path, vendor: Emulator) -> Iterator[str]:
+    with ServerThread(
+        create_app(service_config(tmp_path, vendor.endpoint, max_request_bytes=200_000))
+    ) as base:
+        yield base
+
+
+def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
+    with client(server) as api:
+        raw = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+        form = api.post("/v1/predict", data={"n": "20"}, files={"file": ("leaf.png", GREEN, "image/png")})
+        metrics = api.get("/metrics").text
+
+    assert raw.status_code == 200, raw.text
+    certified = raw.json()
+    assert certified["result"]["status"] == "certified"
+    assert certified["result"]["label"] == "goldfish"
+    assert certified["result"]["radius"] > 0
+    assert certified["job"]["progress"] == {"queries_done": 26, "queries_total": 26}
+    assert certified["job"]["spend"] == {"usd": "$0.026", "billable_queries": 26}  # aws: $1 per 1,000
+
+    assert form.status_code == 200, form.text
+    predicted = form.json()
+    assert predicted["result"]["status"] == "predicted"
+    assert predicted["result"]["label"] == "tree frog"
+    assert predicted["result"]["image"] == "leaf.png"
+    assert predicted["job"]["settings"]["n"] == 20  # the form field overrode the default
+
+    assert vendor.billable == 26 + 21  # every query paid once, nothing else
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47' in metrics
+    assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1' in metrics
+    assert 'apiwrap_spend_usd_total{tenant="alice",vendor="aws"} 0.047' in metrics
+    assert "apiwrap_vendor_request_seconds_count" in metrics
+
+
+def test_batch_job_progress_results_and_openapi(server: str) -> None:
+    files = [("files", (f"photo {i}.png", RED if i % 2 else GREEN, "image/png")) for i in range(3)]
+    with client(server) as api:
+        created = api.post("/v1/jobs", params=FAST, files=files)
+        assert created.status_code == 202, created.text
+        job_id = created.json()["id"]
+        assert created.headers["Location"] == f"/v1/jobs/{job_id}"
+        final = wait_for_job(api, job_id)
+        results = api.get(f"/v1/jobs/{job_id}/results").json()["results"]
+        listed = api.get("/v1/jobs").json()["jobs"]
+        schema = api.get("/openapi.json").json()
+        health = api.get("/healthz").json()
+
+    assert final["status"] == "done"
+    assert final["progress"] == {"queries_done": 78, "queries_total": 78}
+    assert final["spend"]["billable_queries"] == 78
+    assert [r["image"] for r in results] == ["photo 0.png", "photo 1.png", "photo 2.png"]
+    assert [r["label"] for r in results] == ["tree frog", "goldfish", "tree frog"]
+    assert all(r["status"] == "certified" for r in results)
+    assert [job["id"] for job in listed] == [job_id]
+    assert {"/v1/certify", "/v1/predict", "/v1/jobs", "/v1/jobs/{job_id}", "/metrics"} <= set(schema["paths"])
+    assert health["status"] == "ok"
+
+
+def test_auth_failures_and_tenant_isolation(server: str, vendor: Emulator) -> None:
+    with client(server) as alice, client(server, "bob") as bob, client(server, None) as anonymous:
+        job_id = alice.post("/v1/jobs", params=FAST, files={"files": ("a.png", RED, "image/png")}).json()[
+            "id"
+        ]
+        no_key = anonymous.post("/v1/certify", content=RED, headers={"Content-Type": "image/png"})
+        bad_key = anonymous.get(f"/v1/jobs/{job_id}", headers={"Authorization": "Bearer nope"})
+        peeks = [
+            bob.get(f"/v1/jobs/{job_id}"),
+            bob.get(f"/v1/jobs/{job_id}/results"),
+            bob.post(f"/v1/jobs/{job_id}/cancel"),
+            bob.delete(f"/v1/jobs/{job_id}"),
+        ]
+        missing = bob.get("/v1/jobs/job-000000000000000000000000")
+        bob_jobs = bob.get("/v1/jobs").json()["jobs"]
+        wait_for_job(alice, job_id)
+        bob_budget = bob.get("/v1/budget").json()
+
+    assert no_key.status_code == 401 and no_key.headers["WWW-Authenticate"] == "Bearer"
+    assert no_key.json()["error"] == "unauthorized"
+    assert bad_key.status_code == 401
+    # Another tenant's job answers exactly like a job that does not exist.
+    assert [peek.status_code for peek in peeks] == [404] * 4
+    assert peeks[0].json()["detail"].replace(job_id, "X") == missing.json()["detail"].replace(
+        "job-000000000000000000000000", "X"
+    )
+    assert bob_jobs == []
+    assert bob_budget["spent"] == {"usd": "$0.00", "billable_queries": 0}
+    assert vendor.billable == 26  # only alice's job reached the vendor
+
+
+def test_budget_exhaustion_answers_402(tmp_path: Path, vendor: Emulator) -> None:
+    config = service_config(tmp_path, vendor.endpoint, caps={"carol": {"max_queries": 30}})
+    with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+        first = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+        partial = api.post("/v1/certify", params=FAST, content=GREEN, headers={"Content-Type": "image/png"})
+        refused = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+        budget = api.get("/v1/budget").json()
+        other = client(base, "alice").post(
+            "/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"}
+        )
+
+    assert first.status_code == 200, first.text
+    # 4 queries were left: the job spent them, then stopped short of a certificate.
+    assert partial.status_code == 402
+    assert partial.json()["error"] == "budget_exceeded"
+    assert "ran out" in partial.json()["detail"]
+    # Nothing left: refused before any work, with the cap's own figures.
+    assert refused.status_code == 402
+    body = refused.json()
+    assert body["error"] == "budget_exceeded"
+    assert (body["cap"], body["limit"], body["spent"]) == ("queries", 30, 30)
+    assert budget["spent"]["billable_queries"] == 30 and budget["remaining"]["queries"] == 0
+    assert other.status_code == 200  # one tenant's exhausted budget is not another's
+    assert vendor.billable == 30 + 26
+
+
+def _gif() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 96), (200, 30, 30)).save(buffer, "GIF")
+    return buffer.getvalue()
+
+
+def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator) -> None:
+    png = {"Content-Type": "image/png"}
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(30):
+            yield b"\x00" * 10_000
+
+    with client(server) as api:
+        too_long = api.post("/v1/certify", content=b"\x89PNG" + b"\x00" * 250_000, headers=png)
+        streamed = api.post("/v1/certify", content=chunks(), headers=png)  # chunked: no Content-Length
+        gif = api.post("/v1/certify", content=_gif(), headers={"Content-Type": "image/gif"})
+        gif_as_png = api.post("/v1/certify", content=_gif(), headers=png)
+        text = api.post("/v1/certify", content=b"hello", headers={"Content-Type": "text/plain"})
+        truncated = api.post("/v1/certify", content=RED[: len(RED) // 2], headers=png)
+        empty = api.post("/v1/certify", content=b"", headers=png)
+        no_file = api.post("/v1/jobs", data={"n": "5"}, files={"other": ("x.txt", b"", "text/plain")})
+        bad_sigma = api.post("/v1/certify", params={"sigma": -1}, content=RED, headers=png)
+        bad_vendor = api.post("/v1/certify", params={"vendor": "../../etc"}, content=RED, headers=png)
+        bad_denoiser = api.post("/v1/certify", params={"denoiser": "/tmp/x.pt"}, content=RED, headers=png)
+        unknown = api.post("/v1/certify", params={"shell": "rm"}, content=RED, headers=png)
+
+    assert (too_long.status_code, streamed.status_code) == (413, 413)
+    assert too_long.json()["error"] == streamed.json()["error"] == "payload_too_large"
+    assert gif.status_code == gif_as_png.status_code == text.status_code == 415
+    assert truncated.status_code == 422 and "truncated" in truncated.json()["detail"]
+    assert empty.status_code == 422
+    assert no_file.status_code == 422
+    assert bad_sigma.status_code == bad_vendor.status_code == bad_denoiser.status_code == 422
+    assert unknown.status_code == 422
+    assert vendor.calls == 0
+
+
+def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
+    slow = emulator("aws", EmulatorConfig(classify=fake_classify, latency_ms=20))
+    with slow as endpoint:
+        config = service_config(tmp_path, endpoint, limits=VendorLimits(concurrency=2))
+        with ServerThread(create_app(config)) as base, client(base) as api:
+            job_id = api.post("/v1/jobs", params={"n0": 5, "n": 200}, files={"files": ("a.png", RED)}).json()[
+                "id"
+            ]
+            while api.get(f"/v1/jobs/{job_id}").json()["progress"]["queries_done"] < 10:
+                time.sleep(0.02)
+            cancelled = api.post(f"/v1/jobs/{job_id}/cancel")
+            again = api.delete(f"/v1/jobs/{job_id}")
+            budget = api.get("/v1/budget").json()
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    assert 10 <= cancelled.json()["progress"]["queries_done"] < 206
+    assert again.status_code == 409
+    assert budget["held_by_running_jobs"]["queries"] == 0
+    assert budget["spent"]["billable_queries"] == cancelled.json()["spend"]["billable_queries"]
