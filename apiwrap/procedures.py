@@ -203,7 +203,10 @@ def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign
         return default_target_design(
             settings.sigma, settings.alpha, settings.target_radius, settings.max_queries
         )
-    return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries)
+    # Stop at the radii a report reads (0, sigma/2, sigma, 3 sigma/2, 2 sigma): buying more
+    # queries than it takes to pass the next of them buys nothing a reader sees.
+    ladder = tuple(settings.sigma * step / 2 for step in range(5))
+    return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries, ladder)
 
 
 async def _select(settings: CertificationSettings, fetch: Fetch) -> tuple[str | None, list[QueryRecord]]:

@@ -89,7 +89,8 @@ class SequentialTest(Protocol):
     The engine buys votes in sample-index order and calls `look(n, k)` with n = next_look() and k the
     number of those first n votes that name the candidate. Counts must be over the prefix of sample
     indices (not completion order), so that the stopping rule never depends on which query returned
-    first. A failed query is not a vote: buy a replacement sample to fill the prefix.
+    first. A query that finally failed counts in n and not in k (a vote against the candidate): buying
+    a replacement sample instead would bias the votes toward noise the vendor answers (rule 4).
     """
 
     @property
