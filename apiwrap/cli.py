@@ -17,6 +17,7 @@ from rich.table import Table
 from adapters import available_vendors
 from apiwrap.cli_denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli_emulate import emulate
+from apiwrap.cli_serve import serve
 from apiwrap.engine import CertificationSettings, ImageResult, Mode
 from apiwrap.images import find_images
 from apiwrap.jobs import JobReport, JobSpec, journal_path, run_job
@@ -379,3 +380,4 @@ def replay(
 app.command("train-denoiser")(train_denoiser)
 app.command("eval-denoiser")(eval_denoiser)
 app.command("emulate")(emulate)
+app.command("serve")(serve)
