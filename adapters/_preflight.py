@@ -8,13 +8,14 @@ without sending anything.
 from __future__ import annotations
 
 import io
+from collections.abc import Awaitable, Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from adapters.base import ImageLimits
-from adapters.errors import Rejected
+from adapters.base import ImageLimits, VendorAnswer
+from adapters.errors import Rejected, VendorError
 
-__all__ = ["check_image", "probe_image"]
+__all__ = ["check_image", "label_one_at_a_time", "probe_image"]
 
 
 def probe_image(data: bytes) -> tuple[int, int, str]:
@@ -35,3 +36,27 @@ def check_image(data: bytes, limits: ImageLimits, max_pixels: int | None = None)
     limits.check(len(data), width, height, image_format)
     if max_pixels is not None and width * height > max_pixels:
         raise Rejected(f"image has {width * height} pixels; the vendor accepts at most {max_pixels}")
+
+
+async def label_one_at_a_time(
+    vendor: str,
+    images: Sequence[bytes],
+    limits: ImageLimits,
+    label: Callable[[bytes], Awaitable[VendorAnswer]],
+) -> list[VendorAnswer | VendorError]:
+    """``label_batch`` for a vendor that takes one image per request.
+
+    The engine sends one image per call to such a vendor; more is a programming error. An
+    image that breaks the limits gets :class:`Rejected` in its slot and is never sent.
+    """
+    if len(images) > 1:
+        raise ValueError(f"{vendor} takes 1 image per call, got {len(images)}")
+    results: list[VendorAnswer | VendorError] = []
+    for image in images:
+        try:
+            check_image(image, limits)
+        except Rejected as exc:
+            results.append(exc)
+            continue
+        results.append(await label(image))
+    return results

@@ -18,7 +18,7 @@ import botocore.exceptions
 import botocore.parsers
 from botocore.config import Config
 
-from adapters._preflight import check_image
+from adapters._preflight import label_one_at_a_time
 from adapters._threads import BlockingRunner
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.errors import (
@@ -156,17 +156,10 @@ class RekognitionAdapter:
         self._runner = BlockingRunner(max_concurrency, "rekognition")
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        if len(images) > self.max_batch:
-            raise ValueError(f"Rekognition takes {self.max_batch} image per call, got {len(images)}")
-        results: list[VendorAnswer | VendorError] = []
-        for image in images:
-            try:
-                check_image(image, self.limits)
-            except Rejected as exc:
-                results.append(exc)
-                continue
-            results.append(_parse(await self._detect(image)))
-        return results
+        async def label(data: bytes) -> VendorAnswer:
+            return _parse(await self._detect(data))
+
+        return await label_one_at_a_time("Rekognition", images, self.limits, label)
 
     async def _detect(self, image: bytes) -> dict[str, Any]:
         try:

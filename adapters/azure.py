@@ -17,7 +17,7 @@ from azure.cognitiveservices.vision.computervision import ComputerVisionClient
 from azure.cognitiveservices.vision.computervision.models import ComputerVisionErrorResponseException
 from msrest.authentication import CognitiveServicesCredentials
 
-from adapters._preflight import check_image
+from adapters._preflight import label_one_at_a_time
 from adapters._threads import BlockingRunner
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
@@ -130,17 +130,10 @@ class AzureAdapter:
         self._runner = BlockingRunner(max_concurrency, "azure-cv")
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        if len(images) > self.max_batch:
-            raise ValueError(f"Azure takes {self.max_batch} image per call, got {len(images)}")
-        results: list[VendorAnswer | VendorError] = []
-        for image in images:
-            try:
-                check_image(image, self.limits)
-            except Rejected as exc:
-                results.append(exc)
-                continue
-            results.append(_parse(await self._tag(image)))
-        return results
+        async def label(data: bytes) -> VendorAnswer:
+            return _parse(await self._tag(data))
+
+        return await label_one_at_a_time("Azure", images, self.limits, label)
 
     async def _tag(self, image: bytes) -> Any:
         try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from adapters._preflight import check_image
+from adapters._preflight import label_one_at_a_time
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
 
@@ -125,17 +125,10 @@ class HttpAdapter:
         self._client = httpx.AsyncClient(headers=headers, timeout=timeout)
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        if len(images) > self.max_batch:
-            raise ValueError(f"the http adapter takes {self.max_batch} image per call, got {len(images)}")
-        results: list[VendorAnswer | VendorError] = []
-        for image in images:
-            try:
-                check_image(image, self.limits)
-            except Rejected as exc:
-                results.append(exc)
-                continue
-            results.append(self._parse(await self._post(image)))
-        return results
+        async def label(data: bytes) -> VendorAnswer:
+            return self._parse(await self._post(data))
+
+        return await label_one_at_a_time("the http adapter", images, self.limits, label)
 
     async def _post(self, image: bytes) -> httpx.Response:
         body = _fill(self.spec.body_template, base64.b64encode(image).decode("ascii"))
