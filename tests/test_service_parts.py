@@ -1,0 +1,95 @@
+"""The service's parts on their own: the fair vendor gate, the config file and tenant keys, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from apiwrap.service import add_tenant, hash_key, load_config
+from apiwrap.service._metrics import Metrics
+from apiwrap.service._vendors import FairGate
+
+
+async def test_gate_serves_tenants_round_robin_whatever_their_backlog() -> None:
+    gate = FairGate(concurrency=1)
+    order: list[str] = []
+
+    async def request(tenant: str) -> None:
+        async with gate.slot(tenant):
+            order.append(tenant)
+            await asyncio.sleep(0.001)
+
+    # "big" queues 12 requests before "small" queues 3: small still gets every other turn.
+    tasks = [asyncio.create_task(request("big")) for _ in range(12)]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(request("small")) for _ in range(3)]
+    await asyncio.gather(*tasks)
+    assert order[:8] == ["big", "big", "small", "big", "small", "big", "small", "big"]
+
+
+async def test_gate_caps_concurrency_and_spaces_starts() -> None:
+    gate = FairGate(concurrency=2, requests_per_second=50)
+    inside, most, starts = 0, 0, []
+
+    async def request(tenant: str) -> None:
+        nonlocal inside, most
+        async with gate.slot(tenant):
+            starts.append(time.monotonic())
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.005)
+            inside -= 1
+
+    await asyncio.gather(*(request(f"t{i % 3}") for i in range(12)))
+    assert most <= 2
+    assert starts[-1] - starts[0] >= 11 / 50 * 0.9  # 12 starts at 50 per second
+
+
+async def test_cancelled_waiter_gives_its_turn_away() -> None:
+    gate = FairGate(concurrency=1)
+    async with gate.slot("a"):
+        waiting = asyncio.create_task(gate.slot("b").__aenter__())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+    async with asyncio.timeout(1):  # the slot came back: nobody holds it
+        async with gate.slot("c"):
+            pass
+
+
+def test_config_file_and_created_tenant_keys(tmp_path: Path) -> None:
+    config = tmp_path / "service.toml"
+    config.write_text('[service]\nruns_dir = "data"\n\n[vendors.aws]\nrequests_per_second = 5\n')
+    key = add_tenant(config, "acme", max_usd="12.50", max_queries=1000)
+    other = add_tenant(config, "beta")
+    loaded = load_config(config)
+
+    assert key != other and key.startswith("aw_") and len(key) > 40
+    assert key not in config.read_text()  # only its hash is stored
+    assert loaded.tenants["acme"].key_sha256 == hash_key(key)
+    assert str(loaded.tenants["acme"].max_usd) == "12.50" and loaded.tenants["acme"].max_queries == 1000
+    assert loaded.tenants["beta"].max_usd is None
+    assert loaded.runs_dir == tmp_path / "data"
+    assert loaded.vendors["aws"].limits.requests_per_second == 5
+    with pytest.raises(ValueError, match="already exists"):
+        add_tenant(config, "acme")
+    with pytest.raises(ValueError, match="tenant name"):
+        add_tenant(config, "bad name]\n[x")
+
+
+def test_metrics_text_format() -> None:
+    metrics = Metrics()
+    metrics.count("apiwrap_vendor_queries_total", vendor="aws", outcome="ok")
+    metrics.count("apiwrap_abstentions_total", vendor="aws", reason='pA "low"\n')
+    for seconds in (0.003, 0.2, 40.0):
+        metrics.observe_latency(seconds, vendor="aws")
+    text = metrics.render()
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1\n' in text
+    assert 'reason="pA \\"low\\"\\n"' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="0.005"} 1\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="30.0"} 2\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="+Inf"} 3\n' in text
+    assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3\n' in text
