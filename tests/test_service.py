@@ -256,3 +256,17 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
     assert again.status_code == 409
     assert budget["held_by_running_jobs"]["queries"] == 0
     assert budget["spent"]["billable_queries"] == cancelled.json()["spend"]["billable_queries"]
+
+
+def test_vendor_refusing_our_credentials_answers_502(tmp_path: Path) -> None:
+    strict = emulator("aws", EmulatorConfig(classify=fake_classify, api_key="the-real-key"))
+    with (
+        strict as endpoint,
+        ServerThread(create_app(service_config(tmp_path, endpoint))) as base,
+        client(base) as api,
+    ):
+        response = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+    assert response.status_code == 502
+    assert response.json()["error"] == "vendor_failed"
+    assert "the-real-key" not in response.text
+    assert strict.billable == 0

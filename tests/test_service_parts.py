@@ -7,7 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from apiwrap.cli_serve import serve
 from apiwrap.service import add_tenant, hash_key, load_config
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._vendors import FairGate
@@ -93,3 +96,16 @@ def test_metrics_text_format() -> None:
     assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="30.0"} 2\n' in text
     assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="+Inf"} 3\n' in text
     assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3\n' in text
+
+
+def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    config = tmp_path / "service.toml"
+    config.write_text("[vendors.aws]\n")
+    result = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme", "--max-usd", "3"])
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip().splitlines()[-1]
+    assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
+    again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
+    assert again.exit_code != 0 and "already exists" in again.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,18 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters import create_adapter
 from apiwrap.engine import CertificationSettings, Mode
+from apiwrap.jobs import load_denoise
 from apiwrap.procedures import Design, Selection
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
-from apiwrap.service._errors import EXCEPTION_HANDLERS, Conflict, InvalidRequest, Unauthorized
+from apiwrap.service._errors import (
+    EXCEPTION_HANDLERS,
+    Busy,
+    Conflict,
+    InvalidRequest,
+    JobFailed,
+    Unauthorized,
+    VendorFailed,
+)
 from apiwrap.service._jobs import JobManager
 from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._store import Store
@@ -171,6 +181,12 @@ def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mod
         raise InvalidRequest(str(exc)) from None
 
 
+@functools.lru_cache(maxsize=64)
+def _check_denoiser(name: str, sigma: float) -> None:
+    """Load the denoiser once to see that it fits sigma (a success is cached; the model is not kept)."""
+    load_denoise(name, sigma)
+
+
 async def _checked_upload(
     request: Request, params: CertifyParams, mode: Mode, *, max_files: int
 ) -> tuple[CertificationSettings, list[tuple[str, bytes]]]:
@@ -179,6 +195,10 @@ async def _checked_upload(
     if len(upload.images) > max_files:
         raise InvalidRequest(f"{len(upload.images)} images sent; at most {max_files} per request")
     settings = _settings(request, params, upload, mode)
+    try:
+        await run_in_threadpool(_check_denoiser, settings.denoiser, settings.sigma)
+    except ValueError as exc:  # e.g. trained for another sigma
+        raise InvalidRequest(str(exc)) from None
     for name, data in upload.images:
         await run_in_threadpool(
             check_image, name, data, max_pixels=config.max_image_pixels, size=settings.size
@@ -193,10 +213,16 @@ async def _one_image(
     job_id = await manager.submit(tenant, "single", settings, images)
     await manager.wait(job_id)
     view = await manager.view(tenant.name, job_id)
-    results = await manager.results(tenant.name, job_id)
+    if view.status == "running":  # the server is stopping; the job resumes when it restarts
+        raise Busy(f"the server is shutting down; job {job_id} resumes after the restart", retry_after=30)
     if view.status == "cancelled":
         raise Conflict(f"job {job_id} was cancelled")
-    result = results[0] if results else {"status": "failed", "error": view.error}
+    if view.status == "failed":
+        raise JobFailed(f"job {job_id} failed: {view.error}")
+    results = await manager.results(tenant.name, job_id)
+    result = results[0]
+    if result["status"] == "failed":
+        raise VendorFailed(f"job {job_id}: {result['error']}")
     if result["status"] == "budget":
         raise BudgetExceeded(
             f"the budget of tenant {tenant.name!r} ran out during job {job_id} before its votes were "

@@ -7,7 +7,9 @@
     ├── PayloadTooLarge       413: the request body passes the configured limit
     ├── UnsupportedImage      415: not a PNG, JPEG or WebP image
     ├── InvalidRequest        422: a parameter or an image the service cannot use
-    └── Busy(retry_after)     503: too many jobs running; come back later
+    ├── JobFailed             500: the job itself failed on the server (logged there)
+    ├── VendorFailed          502: the vendor could not label the image (e.g. refused our credentials)
+    └── Busy(retry_after)     503: too many jobs running, or shutting down; come back later
 
 Errors of the other packages are mapped in the same table: ``budgets.BudgetExceeded`` ->
 402, ``adapters.Throttled`` -> 503 with Retry-After, ``apiwrap.images.ImageError`` -> 422,
@@ -39,11 +41,13 @@ __all__ = [
     "Busy",
     "Conflict",
     "InvalidRequest",
+    "JobFailed",
     "NotFound",
     "PayloadTooLarge",
     "ServiceError",
     "Unauthorized",
     "UnsupportedImage",
+    "VendorFailed",
     "error_body",
 ]
 
@@ -91,6 +95,16 @@ class UnsupportedImage(ServiceError):
 class InvalidRequest(ServiceError):
     status = 422
     code = "invalid_request"
+
+
+class JobFailed(ServiceError):
+    status = 500
+    code = "job_failed"
+
+
+class VendorFailed(ServiceError):
+    status = 502
+    code = "vendor_failed"
 
 
 class Busy(ServiceError):
