@@ -27,8 +27,8 @@ def serve(
         int | None, typer.Option(help="With --create-tenant: the tenant's cap on billable queries.")
     ] = None,
     graceful_timeout: Annotated[
-        float, typer.Option(help="On SIGTERM, seconds open requests get to finish before they are cut.")
-    ] = 30.0,
+        int, typer.Option(help="On SIGTERM, seconds open requests get to finish before they are cut.")
+    ] = 30,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve certified labels over HTTP (OpenAPI at /docs and /openapi.json)."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -186,7 +186,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 #: The one table: exception type -> handler (found through the exception's MRO).
-EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     ServiceError: _service_error,
     BudgetExceeded: _budget_exceeded,
     Throttled: _throttled,

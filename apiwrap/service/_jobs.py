@@ -275,7 +275,7 @@ class JobManager:
             job.billed += count
 
         adapter = JobAdapter(vendor, row.tenant, self._metrics, billed)
-        named = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
+        named: list[tuple[str, Path | bytes]] = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
         self._running[row.id] = job
         self._metrics.jobs_running = len(self._running)
         job.task = asyncio.create_task(self._run(job, spec, adapter, named), name=f"apiwrap-{row.id}")

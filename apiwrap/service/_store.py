@@ -145,7 +145,7 @@ class Store:
         return _row(row) if row else None
 
     def jobs(self, *, tenant: str | None = None, status: JobStatus | None = None) -> list[JobRow]:
-        query, args = f"SELECT {_COLUMNS} FROM jobs WHERE 1 = 1", []
+        query, args = f"SELECT {_COLUMNS} FROM jobs WHERE 1 = 1", list[str]()
         if tenant is not None:
             query, args = query + " AND tenant = ?", [*args, tenant]
         if status is not None:
