@@ -270,3 +270,29 @@ def test_vendor_refusing_our_credentials_answers_502(tmp_path: Path) -> None:
     assert response.json()["error"] == "vendor_failed"
     assert "the-real-key" not in response.text
     assert strict.billable == 0
+
+
+def test_concurrent_jobs_of_one_tenant_never_pass_its_cap(tmp_path: Path) -> None:
+    # 50 ms per query: each job runs for about a second, so all three are admitted while the others run.
+    slow = emulator("aws", EmulatorConfig(classify=fake_classify, latency_ms=50))
+    with slow as endpoint:
+        config = service_config(tmp_path, endpoint, caps={"carol": {"max_queries": 60}})
+        with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+            jobs = [
+                api.post("/v1/jobs", params=FAST, files={"files": (f"{i}.png", RED, "image/png")}).json()[
+                    "id"
+                ]
+                for i in range(3)
+            ]
+            finals = [wait_for_job(api, job_id) for job_id in jobs]
+            budget = api.get("/v1/budget").json()
+            paid_by_jobs = slow.billable
+            last = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+
+    # Two jobs fit (26 queries each, plus their retry margin); the third got what was left.
+    assert [final["budget_exhausted"] for final in finals] == [False, False, True]
+    assert [final["spend"]["billable_queries"] for final in finals] == [26, 26, 2]
+    assert paid_by_jobs == budget["spent"]["billable_queries"] == 54
+    assert budget["held_by_running_jobs"]["queries"] == 0
+    assert last.status_code == 402  # the 6 queries left were spent, short of a certificate
+    assert slow.billable == 60

@@ -6,12 +6,13 @@ Every request is a job: ``POST /v1/certify`` makes a one-image job and waits for
 server resumes a running job under the same name and never re-buys an answered query.
 
 Money: each tenant has one :class:`~budgets.Budget` over all its jobs. A job is admitted by
-reserving, in that budget, what it could spend at worst (its remaining queries times the
-attempts each may take), cut down to what the tenant has left; that reservation becomes the
-job's own cap, which the job's scheduler enforces query by query. When the job ends the
-reservation is released and what the job's ledger says it spent is charged instead. So
-concurrent jobs of one tenant can never pass the tenant's cap together, and an admitted job
-never has to wait for another's money.
+reserving, in that budget, an allowance for the queries it still needs plus a margin for
+billed retries (a vendor bills a malformed answer that is then retried), cut down to what the
+tenant has left; that allowance becomes the job's own cap, which the job's scheduler enforces
+query by query. When the job ends the allowance is released and what the job's ledger says it
+spent is charged instead. So concurrent jobs of one tenant can never pass the tenant's cap
+together, and an admitted job never waits for another's money. (A job whose vendor bills more
+retries than the margin stops early with ``budget`` results, as a job at its cap does.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import secrets
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -40,6 +42,9 @@ __all__ = ["JobManager", "JobView"]
 
 _log = logging.getLogger("apiwrap.service")
 _RETRY = RetryPolicy()
+#: Allowance for billed retries on top of one billed attempt per query. Throttled and failed
+#: attempts are free; only malformed answers are billed and retried, and they are rare.
+_RETRY_MARGIN = 0.1
 
 
 def _image_name(position: int) -> str:
@@ -226,7 +231,8 @@ class JobManager:
         budget = self._budgets[tenant]
         price = self._vendors[settings.vendor].price.micro_usd_per_image
         prior_usd, prior_queries, answered = prior
-        need = max(1, (images * settings.queries_per_image - answered) * _RETRY.max_attempts)
+        remaining = max(0, images * settings.queries_per_image - answered)
+        need = max(1, math.ceil(remaining * (1 + _RETRY_MARGIN)))
         headroom = budget.remaining
         grant = need
         if headroom.queries is not None:
