@@ -128,6 +128,9 @@ def test_batch_job_progress_results_and_openapi(server: str) -> None:
         assert created.headers["Location"] == f"/v1/jobs/{job_id}"
         final = wait_for_job(api, job_id)
         results = api.get(f"/v1/jobs/{job_id}/results").json()["results"]
+        by_form = api.post("/v1/jobs", data={"mode": "predict", "n": "20"}, files={"files": ("g.png", GREEN)})
+        predicted = wait_for_job(api, by_form.json()["id"])
+        predictions = api.get(f"/v1/jobs/{predicted['id']}/results").json()["results"]
         listed = api.get("/v1/jobs").json()["jobs"]
         schema = api.get("/openapi.json").json()
         health = api.get("/healthz").json()
@@ -138,7 +141,9 @@ def test_batch_job_progress_results_and_openapi(server: str) -> None:
     assert [r["image"] for r in results] == ["photo 0.png", "photo 1.png", "photo 2.png"]
     assert [r["label"] for r in results] == ["tree frog", "goldfish", "tree frog"]
     assert all(r["status"] == "certified" for r in results)
-    assert [job["id"] for job in listed] == [job_id]
+    assert predicted["settings"]["mode"] == "predict" and predicted["progress"]["queries_total"] == 21
+    assert [(r["status"], r["label"]) for r in predictions] == [("predicted", "tree frog")]
+    assert [job["id"] for job in listed] == [job_id, predicted["id"]]
     assert {"/v1/certify", "/v1/predict", "/v1/jobs", "/v1/jobs/{job_id}", "/metrics"} <= set(schema["paths"])
     assert health["status"] == "ok"
 

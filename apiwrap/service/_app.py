@@ -6,7 +6,7 @@ import functools
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -35,7 +35,7 @@ from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, BodyLimit, Upload, check
 from apiwrap.service._vendors import FairGate, SharedVendor
 from budgets import BudgetExceeded, PriceTable, format_usd
 
-__all__ = ["CertifyParams", "create_app"]
+__all__ = ["CertifyParams", "JobParams", "create_app"]
 
 
 class CertifyParams(BaseModel):
@@ -60,8 +60,16 @@ class CertifyParams(BaseModel):
     selection_lead: int = Field(2, ge=1, le=1000, description="Sequential designs: lead that ends selection.")
 
 
+class JobParams(CertifyParams):
+    """A batch job's parameters: the certification parameters and the mode."""
+
+    mode: Mode = Field("certify", description="certify (label + radius) or predict (label).")
+
+
 _BINARY = {"type": "string", "format": "binary"}
+# Multipart text fields carry the same parameters as the query (as strings, validated alike).
 _PARAM_FIELDS = {name: {"type": "string"} for name in CertifyParams.model_fields}
+_JOB_FIELDS = {name: {"type": "string"} for name in JobParams.model_fields}
 _ONE_IMAGE = {
     "requestBody": {
         "required": True,
@@ -85,7 +93,7 @@ _MANY_IMAGES = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": _BINARY}, **_PARAM_FIELDS},
+                    "properties": {"files": {"type": "array", "items": _BINARY}, **_JOB_FIELDS},
                 }
             }
         },
@@ -152,7 +160,10 @@ def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mod
     """Query parameters, overridden by the form's text fields; every value checked (422)."""
     config: ServiceConfig = request.app.state.config
     if upload.fields:
-        params = CertifyParams.model_validate({**params.model_dump(exclude_unset=True), **upload.fields})
+        merged = {**params.model_dump(exclude_unset=True), **upload.fields}
+        params = type(params).model_validate(merged)
+    if isinstance(params, JobParams):
+        mode = params.mode
     vendor = params.vendor or config.default_vendor or config.vendor_names[0]
     if vendor not in config.vendors:
         raise InvalidRequest(f"vendor {vendor!r} is not offered here; choose one of {config.vendor_names}")
@@ -192,8 +203,6 @@ async def _checked_upload(
 ) -> tuple[CertificationSettings, list[tuple[str, bytes]]]:
     config: ServiceConfig = request.app.state.config
     upload = await read_upload(request, max_files=max_files)
-    if len(upload.images) > max_files:
-        raise InvalidRequest(f"{len(upload.images)} images sent; at most {max_files} per request")
     settings = _settings(request, params, upload, mode)
     try:
         await run_in_threadpool(_check_denoiser, settings.denoiser, settings.sigma)
@@ -291,13 +300,13 @@ def create_app(config: ServiceConfig) -> FastAPI:
     @app.post("/v1/jobs", status_code=202, openapi_extra=_MANY_IMAGES, responses=_UPLOAD_ERRORS)
     async def submit_job(
         request: Request,
-        params: Params,
+        params: Annotated[JobParams, Query()],
         tenant: Tenant,
         manager: Manager,
-        mode: Annotated[Literal["certify", "predict"], Query()] = "certify",
     ) -> JSONResponse:
         """Start a batch job on the uploaded images; poll it at the Location returned."""
-        settings, images = await _checked_upload(request, params, mode, max_files=config.max_images_per_job)
+        max_files = config.max_images_per_job
+        settings, images = await _checked_upload(request, params, params.mode, max_files=max_files)
         job_id = await manager.submit(tenant, "batch", settings, images)
         view = await manager.view(tenant.name, job_id)
         return JSONResponse(view.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})

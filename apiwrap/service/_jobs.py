@@ -350,7 +350,7 @@ class JobManager:
         budget = self._budgets[tenant]
         budget.release(reservation)
         if queries > 0:
-            budget.settle(budget.reserve(micro_usd, max(queries, 1)), billed=True)
+            budget.settle(budget.reserve(micro_usd, queries), billed=True)
 
     async def _abandon(self, row: JobRow, totals: tuple[int, int, int], reason: str) -> None:
         _log.warning("job %s of tenant %s not resumed: %s", row.id, row.tenant, reason)
