@@ -301,3 +301,22 @@ def test_concurrent_jobs_of_one_tenant_never_pass_its_cap(tmp_path: Path) -> Non
     assert budget["held_by_running_jobs"]["queries"] == 0
     assert last.status_code == 402  # the 6 queries left were spent, short of a certificate
     assert slow.billable == 60
+
+
+def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
+    # The server is not told the vendor's rate limit: the vendor throttles and the jobs retry.
+    strict = emulator("aws", EmulatorConfig(classify=fake_classify, tps=50, burst=1))
+    with (
+        strict as endpoint,
+        ServerThread(create_app(service_config(tmp_path, endpoint))) as base,
+        client(base) as api,
+    ):
+        response = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+        metrics = api.get("/metrics").text
+    assert response.status_code == 200
+    assert response.json()["result"]["status"] == "certified"
+    throttles = strict.outcomes["throttle"]
+    assert throttles > 0
+    assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {throttles}' in metrics
+    assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {throttles}' in metrics
+    assert strict.billable == 26  # throttled attempts are not billed

@@ -34,6 +34,7 @@ from apiwrap.service._store import Store
 from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, BodyLimit, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
 from budgets import BudgetExceeded, PriceTable, format_usd
+from denoisers import available_denoisers
 
 __all__ = ["CertifyParams", "JobParams", "create_app"]
 
@@ -119,12 +120,14 @@ def _error(description: str) -> dict[str, Any]:
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: _error("No API key, or an unknown one.")}
 _JOB_ERRORS = {**_AUTH_ERRORS, 404: _error("No such job for this tenant.")}
 _UPLOAD_ERRORS = {
+    400: _error("A malformed multipart body, or too many file parts."),
     **_AUTH_ERRORS,
     402: _error("The tenant's budget cannot pay for this."),
     413: _error("The request body is over the server's limit."),
     415: _error("Not a PNG, JPEG or WebP image."),
     422: _error("A bad parameter, or an image that cannot be decoded."),
-    503: _error("Too many jobs running; see Retry-After."),
+    502: _error("The vendor could not label the image."),
+    503: _error("Too many jobs running, or shutting down; see Retry-After."),
 }
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
@@ -242,8 +245,6 @@ async def _one_image(
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service for ``config``; its lifespan opens the store and vendors and resumes jobs."""
-    from denoisers import available_denoisers
-
     metrics = Metrics()
 
     @asynccontextmanager
