@@ -81,6 +81,9 @@ def test_config_file_and_created_tenant_keys(tmp_path: Path) -> None:
         add_tenant(config, "acme")
     with pytest.raises(ValueError, match="tenant name"):
         add_tenant(config, "bad name]\n[x")
+    config.write_text(config.read_text().replace("requests_per_second", "request_per_second"))
+    with pytest.raises(ValueError, match=r"unknown keys in \[vendors.aws\]: request_per_second"):
+        load_config(config)
 
 
 def test_metrics_text_format() -> None:

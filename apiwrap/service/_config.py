@@ -105,9 +105,16 @@ class ServiceConfig:
         return self.runs_dir / "service.sqlite"
 
 
+def _check_keys(where: str, table: dict[str, Any], known: set[str]) -> None:
+    # A misspelt limit must not pass silently as "no limit".
+    if unknown := set(table) - known:
+        raise ValueError(f"unknown keys in [{where}]: {', '.join(sorted(unknown))}")
+
+
 def _tenant(name: str, table: dict[str, Any]) -> TenantConfig:
     if not _TENANT_NAME.match(name):
         raise ValueError(f"tenant name {name!r}: letters, digits, '_' or '-' (at most 64)")
+    _check_keys(f"tenants.{name}", table, {"key_sha256", "max_usd", "max_queries"})
     key_hash = str(table.get("key_sha256", ""))
     if not re.fullmatch(r"[0-9a-f]{64}", key_hash):
         raise ValueError(f"tenants.{name}.key_sha256 must be 64 lowercase hex digits")
@@ -123,6 +130,9 @@ def _tenant(name: str, table: dict[str, Any]) -> TenantConfig:
 
 
 def _vendor(name: str, table: dict[str, Any]) -> VendorConfig:
+    _check_keys(
+        f"vendors.{name}", table, {"requests_per_second", "concurrency", "request_timeout_s", "options"}
+    )
     limits = VendorLimits(
         requests_per_second=table.get("requests_per_second"),
         concurrency=int(table.get("concurrency", 8)),
@@ -142,9 +152,7 @@ def load_config(path: Path) -> ServiceConfig:
     base = path.parent
     runs_dir = base / service.pop("runs_dir", "runs/service")
     prices = service.pop("prices", None)
-    known = {f for f in ServiceConfig.__dataclass_fields__} - {"runs_dir", "vendors", "tenants", "prices"}
-    if unknown := set(service) - known:
-        raise ValueError(f"unknown [service] keys: {', '.join(sorted(unknown))}")
+    _check_keys("service", service, set(ServiceConfig.__dataclass_fields__) - {"vendors", "tenants"})
     return ServiceConfig(
         runs_dir=runs_dir,
         vendors={name: _vendor(name, table) for name, table in data.get("vendors", {}).items()},
