@@ -243,19 +243,25 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
     assert vendor.calls == 0
 
 
-def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
+def test_cancel_stops_a_running_job_and_busy_tenants_wait(tmp_path: Path) -> None:
     slow = emulator("aws", EmulatorConfig(classify=fake_classify, latency_ms=20))
     with slow as endpoint:
-        config = service_config(tmp_path, endpoint, limits=VendorLimits(concurrency=2))
-        with ServerThread(create_app(config)) as base, client(base) as api:
-            job_id = api.post("/v1/jobs", params={"n0": 5, "n": 200}, files={"files": ("a.png", RED)}).json()[
-                "id"
-            ]
+        config = service_config(
+            tmp_path, endpoint, limits=VendorLimits(concurrency=2), max_running_jobs_per_tenant=1
+        )
+        with ServerThread(create_app(config)) as base, client(base) as api, client(base, "bob") as bob:
+            long_job = {"n0": 5, "n": 200}
+            job_id = api.post("/v1/jobs", params=long_job, files={"files": ("a.png", RED)}).json()["id"]
+            busy = api.post("/v1/jobs", params=long_job, files={"files": ("b.png", RED)})
+            other_tenant = bob.post("/v1/jobs", params=long_job, files={"files": ("c.png", RED)})
             while api.get(f"/v1/jobs/{job_id}").json()["progress"]["queries_done"] < 10:
                 time.sleep(0.02)
             cancelled = api.post(f"/v1/jobs/{job_id}/cancel")
             again = api.delete(f"/v1/jobs/{job_id}")
             budget = api.get("/v1/budget").json()
+            bob.delete(f"/v1/jobs/{other_tenant.json()['id']}")
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+    assert other_tenant.status_code == 202  # one tenant's limit is not another's
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert 10 <= cancelled.json()["progress"]["queries_done"] < 206
     assert again.status_code == 409

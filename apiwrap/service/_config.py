@@ -9,6 +9,7 @@
     max_image_pixels = 16_000_000      # per image, checked from its header before decoding
     max_images_per_job = 256
     max_running_jobs = 32              # beyond it: 503 with Retry-After
+    max_running_jobs_per_tenant = 8    # so one tenant cannot take them all
     prices = "prices.toml"             # optional budgets.PriceTable overrides
 
     [vendors.aws]                      # every vendor a client may name; credentials stay here
@@ -82,6 +83,8 @@ class ServiceConfig:
     max_image_pixels: int = 16_000_000
     max_images_per_job: int = 256
     max_running_jobs: int = 32
+    #: So that one tenant cannot take every slot of ``max_running_jobs`` from the others.
+    max_running_jobs_per_tenant: int = 8
     prices: Path | None = None
     #: How long a request may wait for its turn at a vendor shared with other jobs, on top of
     #: the vendor's own timeout, before its job's scheduler counts it as failed and retries.
@@ -92,7 +95,13 @@ class ServiceConfig:
             raise ValueError("the service needs at least one [vendors.NAME] table")
         if self.default_vendor is not None and self.default_vendor not in self.vendors:
             raise ValueError(f"default_vendor {self.default_vendor!r} is not a configured vendor")
-        for name in ("max_request_bytes", "max_image_pixels", "max_images_per_job", "max_running_jobs"):
+        for name in (
+            "max_request_bytes",
+            "max_image_pixels",
+            "max_images_per_job",
+            "max_running_jobs",
+            "max_running_jobs_per_tenant",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 

@@ -211,6 +211,9 @@ class JobManager:
             raise Busy("the server is shutting down", retry_after=5)
         if len(self._running) >= self._config.max_running_jobs:
             raise Busy(f"{len(self._running)} jobs are running; try again shortly", retry_after=5)
+        own = sum(job.row.tenant == tenant.name for job in self._running.values())
+        if own >= self._config.max_running_jobs_per_tenant:
+            raise Busy(f"tenant {tenant.name!r} has {own} jobs running; try again shortly", retry_after=5)
         job_id = "job-" + secrets.token_hex(12)
         record = dataclasses.asdict(settings)
         reservation, caps = self._admit(tenant.name, settings, len(images), (0, 0, 0))
