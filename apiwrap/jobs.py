@@ -6,6 +6,7 @@ parts, runs the engine and closes everything, whatever happens.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import time
@@ -105,7 +106,10 @@ async def run_job(
         in_flight_before = journal.unfinished_attempts()
         spent_micro_usd, spent_queries = journal.spent()
         budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
-        denoise = load_denoise(spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser)
+        # Loading a checkpoint reads files and builds a network: keep it off the event loop.
+        denoise = await asyncio.to_thread(
+            load_denoise, spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser
+        )
         adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
         scheduler = QueryScheduler(
             adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
