@@ -231,6 +231,7 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
         bad_vendor = api.post("/v1/certify", params={"vendor": "../../etc"}, content=RED, headers=png)
         bad_denoiser = api.post("/v1/certify", params={"denoiser": "/tmp/x.pt"}, content=RED, headers=png)
         unknown = api.post("/v1/certify", params={"shell": "rm"}, content=RED, headers=png)
+        too_small_for_aws = api.post("/v1/certify", content=solid_png(size=(40, 40)), headers=png)
 
     assert (too_long.status_code, streamed.status_code) == (413, 413)
     assert too_long.json()["error"] == streamed.json()["error"] == "payload_too_large"
@@ -240,6 +241,9 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
     assert no_file.status_code == 422
     assert bad_sigma.status_code == bad_vendor.status_code == bad_denoiser.status_code == 422
     assert unknown.status_code == 422
+    # Samples the vendor's limits would refuse (AWS: sides of 80 pixels at least).
+    assert too_small_for_aws.status_code == 422
+    assert too_small_for_aws.json()["error"] == "rejected_by_vendor"
     assert vendor.calls == 0
 
 

@@ -51,7 +51,7 @@ class CertifyParams(BaseModel):
     alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability per image.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Noise seed.")
     denoiser: str = Field("none", max_length=100, description="A denoiser shipped with the server.")
-    size: int | None = Field(None, ge=8, le=4096, description="Resize and centre-crop to SIZE first.")
+    size: int | None = Field(None, ge=8, le=1024, description="Resize and centre-crop to SIZE first.")
     design: Design = Field("fixed", description="fixed (Cohen's n0 + n), or sequential: target, best.")
     target_radius: float | None = Field(None, gt=0, le=100, description="The target design's radius.")
     max_queries: int = Field(
@@ -211,10 +211,15 @@ async def _checked_upload(
         await run_in_threadpool(_check_denoiser, settings.denoiser, settings.sigma)
     except ValueError as exc:  # e.g. trained for another sigma
         raise InvalidRequest(str(exc)) from None
+    limits = request.app.state.vendors[settings.vendor].adapter.limits
     for name, data in upload.images:
-        await run_in_threadpool(
+        width, height = await run_in_threadpool(
             check_image, name, data, max_pixels=config.max_image_pixels, size=settings.size
         )
+        # The samples must pass the vendor's own limits, or every query would be a free refusal
+        # that still costs the server its work. Noisy samples barely compress: an 8-bit RGB PNG
+        # of one is about its raw size. Rejected: 422 by the error table.
+        limits.check(3 * width * height, width, height, "PNG")
     return settings, upload.images
 
 
@@ -265,6 +270,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
                     concurrency=limits.concurrency,
                     request_timeout_s=limits.request_timeout_s,
                 )
+            app.state.vendors = vendors
             manager = JobManager(config, store, vendors, metrics, prices)
             await manager.start()
             app.state.manager = manager

@@ -12,10 +12,11 @@
     └── Busy(retry_after)     503: too many jobs running, or shutting down; come back later
 
 Errors of the other packages are mapped in the same table: ``budgets.BudgetExceeded`` ->
-402, ``adapters.Throttled`` -> 503 with Retry-After, ``apiwrap.images.ImageError`` -> 422,
-request validation -> 422. Starlette finds a handler by walking the exception's MRO against
-the table, so a subclass inherits its parent's answer. Every body has the same shape:
-``{"error": code, "detail": message, ...}``.
+402, ``adapters.Throttled`` -> 503 with Retry-After, ``adapters.Rejected`` (an image the
+vendor's limits refuse) and ``apiwrap.images.ImageError`` -> 422, request validation -> 422.
+Starlette finds a handler by walking the exception's MRO against the table, so a subclass
+inherits its parent's answer. Every body has the same shape: ``{"error": code, "detail":
+message, ...}``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters import Throttled
+from adapters import Rejected, Throttled
 from apiwrap.images import ImageError
 from budgets import BudgetExceeded, format_usd
 
@@ -158,6 +159,10 @@ async def _image_error(request: Request, exc: Exception) -> Response:
     return _json(422, error_body("invalid_image", str(exc)))
 
 
+async def _rejected(request: Request, exc: Exception) -> Response:
+    return _json(422, error_body("rejected_by_vendor", f"the vendor would refuse this image: {exc}"))
+
+
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError | ValidationError)
     # pydantic's own error dicts may hold the raw input (bytes, exceptions): keep only what is JSON.
@@ -191,6 +196,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     BudgetExceeded: _budget_exceeded,
     Throttled: _throttled,
     ImageError: _image_error,
+    Rejected: _rejected,
     RequestValidationError: _validation_error,
     ValidationError: _validation_error,
     HTTPException: _http_exception,

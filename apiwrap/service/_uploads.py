@@ -117,8 +117,9 @@ async def read_upload(request: Request, *, max_files: int) -> Upload:
     )
 
 
-def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) -> None:
-    """Raise 415 for a format we do not take, 422 for too many pixels or an undecodable image."""
+def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) -> tuple[int, int]:
+    """(width, height) as certified; 415 for a format we do not take, 422 for too many pixels or
+    an undecodable image."""
     if not data:
         raise InvalidRequest(f"{name}: the image is empty")
     try:
@@ -136,4 +137,6 @@ def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) ->
         raise UnsupportedImage(f"{name}: format {image_format} is not supported; use PNG, JPEG or WebP")
     if width * height > max_pixels:
         raise InvalidRequest(f"{name}: {width}x{height} is over the limit of {max_pixels:,} pixels")
-    load_image(data, name=name, size=size)  # ImageError (corrupt, truncated): 422 by the error table
+    image = load_image(data, name=name, size=size)  # ImageError (corrupt, truncated): 422 by the table
+    height, width, _ = image.shape
+    return width, height
