@@ -138,6 +138,8 @@ class QueryScheduler:
         return await future
 
     async def aclose(self) -> None:
+        """Stop dispatching and wait for requests already sent: their answers may be billed,
+        so they are settled and journaled rather than cancelled."""
         if self._dispatcher is not None:
             self._dispatcher.cancel()
             await asyncio.gather(self._dispatcher, return_exceptions=True)
