@@ -12,7 +12,7 @@ __all__ = ["serve"]
 
 def serve(
     config: Annotated[
-        Path, typer.Option(help="Service TOML file: [service], [vendors.NAME], [tenants.NAME].")
+        Path, typer.Option(help="Service TOML file (tables service, vendors.NAME, tenants.NAME).")
     ] = Path("apiwrap-service.toml"),
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
