@@ -5,7 +5,7 @@ The seed paper's API protocol: sigma = 0.25, n0 = 20, n = 100, alpha = 0.001, on
 same EfficientNet-Lite2 image model and labels as the emulators). Each run is a resumable
 job under ``--runs-dir``; re-running the script finishes or reuses them.
 
-    python bench/certify_denoisers.py [--images ../shared/data/imagenet-api-dev] [--denoisers ...]
+    python -m bench.certify_denoisers [--images ../shared/data/imagenet-api-dev] [--denoisers ...]
 
 Writes a Markdown table to stdout and to docs/certification.md, and the plot to
 docs/certification.png.
@@ -69,11 +69,7 @@ def main() -> None:
     for denoiser in args.denoisers:
         results = run(denoiser, images, args.runs_dir, args.vendor)
         truth = sum(r.reference_label == imagenet_truth(r.image) for r in results)
-        certified_true = sum(
-            r.status == "certified" and r.label == r.reference_label == imagenet_truth(r.image)
-            for r in results
-        )
-        rows[denoiser] = (certified_accuracy(results, RADII), truth, certified_true, len(results))
+        rows[denoiser] = (certified_accuracy(results, RADII), truth, len(results))
 
     header = "| denoiser | " + " | ".join(f"r = {r:g}" for r in RADII) + " | clean top-1 = ImageNet truth |"
     lines = [

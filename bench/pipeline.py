@@ -4,7 +4,7 @@ Prints achieved queries per second as a ratio of the bound
 min(TPS, concurrency / latency, sample-preparation throughput), and the engine's CPU time
 per query, with no denoiser and with the default CPU denoiser.
 
-    python bench/pipeline.py [--tps 50] [--latency-ms 100] [--concurrency 16] [--queries 1000]
+    python -m bench.pipeline [--tps 50] [--latency-ms 100] [--concurrency 16] [--queries 1000]
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Target-radius mode is run at the setting of certification.md's reference figures
 chosen by a rule fixed before measuring: least mean queries over those four pA, among designs that
 certify at each of them at least as often as fixed n = 400 (minus 0.5 points).
 
-    python bench/sequential_sim.py [--trials 20000] [--seed 0]
+    python -m bench.sequential_sim [--trials 20000] [--seed 0]
 """
 
 from __future__ import annotations
