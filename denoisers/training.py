@@ -71,6 +71,7 @@ class TrainingConfig:
     white_box_target: str | None = None
     init_from: str | None = None
     mse_weight: float = 0.0
+    confidence_weighting: bool = False
     checkpoint_every: int = 100
     resume: bool = True
     seed: int = 0
@@ -153,10 +154,18 @@ def build_loss(
     ) -> tuple[torch.Tensor, torch.Tensor]:
         classifier = classifiers[step % len(classifiers)]
         with torch.no_grad():
-            clean_labels = classifier(clean).argmax(1)
+            confidence, clean_labels = classifier(clean).softmax(1).max(1)
         denoised = network(noisy)
         # the classifier sees what inference gives it: the clipped image
-        loss = functional.cross_entropy(classifier(denoised.clamp(0.0, 1.0)), clean_labels)
+        per_image = functional.cross_entropy(
+            classifier(denoised.clamp(0.0, 1.0)), clean_labels, reduction="none"
+        )
+        if config.confidence_weighting:
+            # crops of natural photos are often no ImageNet object at all; weighting by the clean
+            # confidence lets the crops that show one drive the denoiser
+            loss = (per_image * confidence).sum() / confidence.sum()
+        else:
+            loss = per_image.mean()
         if config.mse_weight:
             loss = loss + config.mse_weight * functional.mse_loss(denoised, clean)
         return loss, denoised
@@ -183,6 +192,7 @@ def _metadata(
         "learning_rate": config.lr,
         "cosine_schedule": config.cosine_schedule,
         "mse_weight": config.mse_weight if config.objective != "mse" else None,
+        "confidence_weighting": config.confidence_weighting if config.objective != "mse" else None,
         "init_from": (
             {"name": parent.get("name"), "objective": parent.get("objective"), "steps": parent.get("steps")}
             if parent
