@@ -38,6 +38,7 @@ class Engine:
         images_in_flight: int = 4,
         prepare_ahead: int = 32,
         on_query: Callable[[], None] | None = None,
+        provenance: dict[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self._journal = journal
@@ -48,7 +49,9 @@ class Engine:
         self._ahead = asyncio.Semaphore(prepare_ahead)
         self._on_query = on_query or (lambda: None)
         self.budget_exhausted = False
-        journal.bind_parameters(settings.journal_record())
+        # Provenance (e.g. the denoiser's weights digest) is bound with the settings: a
+        # retrained checkpoint under the same name must not resume another's votes.
+        journal.bind_parameters(settings.journal_record() | (provenance or {}))
 
     async def run(self, images: list[tuple[str, Path | bytes]]) -> list[ImageResult]:
         """Certify every image; one image's failure never stops the others."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -76,6 +77,15 @@ def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
     return load_denoiser(name, sigma, force=force)
 
 
+def weights_digest(denoise: Any) -> str:
+    """sha256 of a denoiser's weights: what the journal binds, whatever the checkpoint is called."""
+    digest = hashlib.sha256()
+    for name, tensor in denoise.network.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 async def run_job(
     spec: JobSpec,
     images: list[tuple[str, Path | bytes]],
@@ -125,6 +135,7 @@ async def run_job(
             images_in_flight=spec.images_in_flight,
             prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
             on_query=on_query,
+            provenance={"denoiser_sha256": weights_digest(denoise)} if denoise is not None else None,
         )
         try:
             results = await engine.run(images)

@@ -192,3 +192,26 @@ def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -
     assert all(r.estimation_votes == 30 for r in smaller)
     with pytest.raises(ValueError, match="new queries"):
         replay_journal(report.journal, n=100)
+
+
+def test_a_retrained_denoiser_under_the_same_name_cannot_resume_the_job(tmp_path: Path) -> None:
+    import torch
+
+    from denoisers import create_architecture, save_checkpoint
+
+    torch.manual_seed(0)
+    network = create_architecture("fast")
+    checkpoint = save_checkpoint(
+        network, tmp_path / "mine", {"architecture": "fast", "architecture_kwargs": {}, "sigma": 0.25}
+    )
+    settings = CertificationSettings(
+        vendor="fake", sigma=0.25, n0=2, n=4, alpha=0.01, denoiser=str(checkpoint)
+    )
+    _run(_spec(tmp_path, settings=settings), FaultyVendor(), _images(1))
+    with torch.no_grad():
+        next(network.parameters()).add_(0.01)
+    save_checkpoint(
+        network, tmp_path / "mine", {"architecture": "fast", "architecture_kwargs": {}, "sigma": 0.25}
+    )
+    with pytest.raises(JournalError, match="denoiser_sha256"):
+        _run(_spec(tmp_path, settings=settings), FaultyVendor(), _images(1))
