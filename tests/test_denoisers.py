@@ -93,8 +93,13 @@ def test_unknown_architecture_is_refused() -> None:
         create_architecture("unet-9000")
 
 
-@pytest.mark.parametrize("objective", ["mse", "stab", "stab+mse"])
-def test_a_few_steps_lower_the_loss(objective: str, tmp_path: Path, image_folder: Path) -> None:
+@pytest.mark.parametrize(
+    ("objective", "confidence_weighting"),
+    [("mse", False), ("stab", False), ("stab", True), ("stab+mse", False)],
+)
+def test_a_few_steps_lower_the_loss(
+    objective: str, confidence_weighting: bool, tmp_path: Path, image_folder: Path
+) -> None:
     init_from = None
     if objective == "stab+mse":
         parent = create_architecture("fast", **TINY_KWARGS["fast"])
@@ -105,7 +110,14 @@ def test_a_few_steps_lower_the_loss(objective: str, tmp_path: Path, image_folder
                 {"architecture": "fast", "architecture_kwargs": TINY_KWARGS["fast"], "sigma": 0.25},
             )
         )
-    config = _config(tmp_path, image_folder, objective=objective, init_from=init_from, mse_weight=1.0)
+    config = _config(
+        tmp_path,
+        image_folder,
+        objective=objective,
+        init_from=init_from,
+        mse_weight=1.0,
+        confidence_weighting=confidence_weighting,
+    )
     classifiers = [load_classifier("efficientnet-lite0")] if objective != "mse" else []
     loss_function = build_loss(config, classifiers)
     network = create_architecture("fast", **TINY_KWARGS["fast"]).train()
