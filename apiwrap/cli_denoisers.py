@@ -48,6 +48,9 @@ def train_denoiser(
     ] = None,
     init_from: Annotated[str | None, typer.Option(help="Checkpoint name or path to start from.")] = None,
     mse_weight: Annotated[float, typer.Option(help="Weight of an extra MSE term for stab objectives.")] = 0.0,
+    confidence_weighting: Annotated[
+        bool, typer.Option(help="Weight each crop's stab loss by the surrogate's clean confidence.")
+    ] = False,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.train-state.pt when present.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of crops and noise.")] = 0,
@@ -77,6 +80,7 @@ def train_denoiser(
             white_box_target=white_box_target,
             init_from=init_from,
             mse_weight=mse_weight,
+            confidence_weighting=confidence_weighting,
             checkpoint_every=checkpoint_every,
             resume=resume,
             seed=seed,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,14 @@ TINY_KWARGS = {
 
 
 @pytest.fixture(autouse=True)
-def _seeded() -> None:
+def _seeded_single_thread() -> Iterator[None]:
+    # one thread: on a shared 2-core machine, OpenMP threads spin-waiting on busy cores made
+    # these tiny workloads 100x slower than on one thread
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
