@@ -34,8 +34,8 @@ TINY_KWARGS = {
 
 @pytest.fixture(autouse=True)
 def _seeded_single_thread() -> Iterator[None]:
-    # one thread: on a shared 2-core machine, OpenMP threads spin-waiting on busy cores made
-    # these tiny workloads 100x slower than on one thread
+    # one thread: these workloads are tiny, and on a busy shared machine OpenMP threads
+    # spin-waiting for cores slowed the suite by minutes
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
