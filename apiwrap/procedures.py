@@ -243,13 +243,16 @@ def _votes_until_decidable(design: MixtureDesign | BestRadiusDesign, n: int, k: 
 async def _sequential(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
     design = _design(settings)
     reference_task = asyncio.ensure_future(fetch([CLEAN_SAMPLE]))
-    if settings.selection == "clean":
-        reference = (await reference_task)[0]
-        candidate = reference.label if reference.outcome == "ok" else None
-        selection: list[QueryRecord] = []
-    else:
-        candidate, selection = await _select(settings, fetch)
-        reference = (await reference_task)[0]
+    try:
+        if settings.selection == "clean":
+            reference = (await reference_task)[0]
+            candidate = reference.label if reference.outcome == "ok" else None
+            selection: list[QueryRecord] = []
+        else:
+            candidate, selection = await _select(settings, fetch)
+            reference = (await reference_task)[0]
+    finally:
+        reference_task.cancel()  # a no-op once done; stops waiting if selection failed
     result = ImageResult(image="", status="abstained", reference_label=reference.label, candidate=candidate)
     estimation: list[QueryRecord] = []
     if candidate is None or candidate == FAILED_QUERY:
