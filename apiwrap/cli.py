@@ -119,6 +119,7 @@ def _run(
     if vendor not in available_vendors():
         _fail(f"unknown vendor {vendor!r}; choose one of {', '.join(available_vendors())}")
     try:
+        design = "target" if target_radius is not None else "best" if max_queries is not None else "fixed"
         settings = CertificationSettings(
             vendor=vendor,
             sigma=sigma,
@@ -129,6 +130,10 @@ def _run(
             denoiser=denoiser,
             size=size,
             mode=mode,
+            design=design,
+            target_radius=target_radius,
+            max_queries=max_queries or 400,
+            selection=selection,  # type: ignore[arg-type]
         )
         spec = JobSpec(
             settings=settings,

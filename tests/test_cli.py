@@ -64,3 +64,14 @@ def test_bad_arguments_fail_with_a_message(tmp_path: Path) -> None:
     unknown = runner.invoke(app, ["certify", str(SAMPLE), "--vendor", "nope", "--runs-dir", str(tmp_path)])
     assert unknown.exit_code == 2
     assert "unknown vendor" in unknown.output
+
+
+def test_target_radius_runs_a_sequential_design(tmp_path: Path) -> None:
+    out = tmp_path / "seq.jsonl"
+    args = ["certify", str(SAMPLE), "--target-radius", "0.25", "--selection", "clean", "--max-queries", "30"]
+    result = runner.invoke(app, [*args, "--runs-dir", str(tmp_path), "--job", "seq", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "sequential (radius >= 0.25" in result.output
+    (line,) = [json.loads(text) for text in out.read_text().splitlines()]
+    assert line["queries"] <= 1 + 30  # the clean query, then at most the cap; no selection votes
+    assert line["candidate"] == line["reference_label"]
