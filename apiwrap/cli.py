@@ -176,7 +176,7 @@ def _run(
             )
         except (ValueError, ImportError, OSError, RuntimeError, BudgetError) as exc:
             _fail(str(exc))
-    _print_report(report, out_path)
+    _print_report(report, out_path, emulated=emulate)
 
 
 def _print_line(result: ImageResult) -> None:
@@ -203,7 +203,7 @@ def _print_line(result: ImageResult) -> None:
     out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
 
 
-def _print_report(report: JobReport, out_path: Path | None) -> None:
+def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = False) -> None:
     for result in report.results:
         _print_line(result)
     if out_path:
@@ -217,7 +217,8 @@ def _print_report(report: JobReport, out_path: Path | None) -> None:
     spent = report.budget.spent
     out.print(
         f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
-        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries; "
+        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries"
+        f"{' at list price (emulated vendor: nothing billed)' if emulated else ''}; "
         f"{report.seconds:.1f} s; journal {report.journal}"
     )
     if failed:
