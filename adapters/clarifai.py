@@ -12,7 +12,6 @@ import asyncio
 import os
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import grpc
 from clarifai_grpc.channel.clarifai_channel import ClarifaiChannel
@@ -20,6 +19,7 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 from google.protobuf import json_format
 
+from adapters._grpc_target import grpc_target
 from adapters._preflight import check_image
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
@@ -34,7 +34,6 @@ LIMITS = ImageLimits(
 MAX_PIXELS = 85_000_000
 _MAX_INPUTS = 128
 _MAX_MESSAGE_BYTES = 1024 * 1024 * 1024  # what Clarifai's own channels allow
-_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 _S = status_code_pb2.StatusCode
 _THROTTLE = frozenset({_S.CONN_THROTTLED, _S.CONN_EXCEED_HOURLY_LIMIT})
@@ -225,18 +224,6 @@ class ClarifaiAdapter:
         return f"<ClarifaiAdapter endpoint={self._target} model={self._model_id}>"
 
 
-def _grpc_target(endpoint: str) -> tuple[str, bool]:
-    """(host:port, secure): ``http://`` and local hosts are plaintext, the rest TLS."""
-    if "://" not in endpoint:
-        host = endpoint.rsplit(":", 1)[0] if ":" in endpoint else endpoint
-        port_given = ":" in endpoint
-        secure = host not in _LOCAL_HOSTS
-        return (endpoint if port_given else f"{endpoint}:443"), secure
-    url = urlsplit(endpoint)
-    secure = url.scheme == "https"
-    return f"{url.hostname}:{url.port or (443 if secure else 80)}", secure
-
-
 def create(
     *,
     endpoint: str | None = None,
@@ -261,7 +248,7 @@ def create(
         if endpoint is None:
             raise AuthError("no Clarifai personal access token: set CLARIFAI_PAT or pass pat")
         pat = "apiwrap-emulator"
-    target, secure = _grpc_target(endpoint or os.environ.get("CLARIFAI_GRPC_BASE", "api.clarifai.com"))
+    target, secure = grpc_target(endpoint or os.environ.get("CLARIFAI_GRPC_BASE", "api.clarifai.com"))
     return ClarifaiAdapter(
         target,
         secure,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from urllib.parse import urlsplit
 
 import google.auth.exceptions
 import grpc
@@ -22,6 +21,7 @@ from google.cloud.vision_v1.services.image_annotator.transports import ImageAnno
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
+from adapters._grpc_target import grpc_target
 from adapters._preflight import check_image
 from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
@@ -37,7 +37,6 @@ MAX_PIXELS = 75_000_000
 _MAX_IMAGES = 16
 _MAX_REQUEST_BYTES = 10 * 1024 * 1024
 _MAX_MESSAGE_BYTES = 128 * 1024 * 1024
-_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 _AUTH_REASONS = frozenset(
     {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED", "ACCESS_TOKEN_EXPIRED"}
 )
@@ -133,7 +132,7 @@ class GoogleVisionAdapter:
         return self._client
 
     def _build_client(self) -> tuple[vision_v1.ImageAnnotatorAsyncClient, tuple[tuple[str, str], ...]]:
-        target, secure = _grpc_target(self._endpoint)
+        target, secure = grpc_target(self._endpoint or "vision.googleapis.com:443")
         if not secure:
             channel = grpc.aio.insecure_channel(
                 target,
@@ -199,18 +198,6 @@ class GoogleVisionAdapter:
 
     def __repr__(self) -> str:
         return f"<GoogleVisionAdapter endpoint={self._endpoint or 'vision.googleapis.com'}>"
-
-
-def _grpc_target(endpoint: str | None) -> tuple[str, bool]:
-    """(host:port, secure) from ``http://h:p`` / ``grpc://h:p`` (plaintext) or ``https://h`` / ``h:p``."""
-    if endpoint is None:
-        return "vision.googleapis.com:443", True
-    if "://" not in endpoint:
-        host = endpoint.rsplit(":", 1)[0]
-        return endpoint, host not in _LOCAL_HOSTS
-    url = urlsplit(endpoint)
-    secure = url.scheme == "https"
-    return f"{url.hostname}:{url.port or (443 if secure else 80)}", secure
 
 
 def create(
