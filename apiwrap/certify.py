@@ -43,6 +43,7 @@ class AbstainReason(StrEnum):
     FUTILE = "the radius sought is out of reach within the query cap"
     EXHAUSTED = "query cap reached without a certificate"
     BUDGET = "budget ran out before the votes were complete"
+    HOPELESS = "given up early: a certificate looked too unlikely to spend the budget on"
     IMAGE_ERROR = "image could not be used"
 
 

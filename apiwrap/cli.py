@@ -23,7 +23,7 @@ from apiwrap.images import find_images
 from apiwrap.jobs import JobReport, JobSpec, journal_path, run_job
 from apiwrap.journal import JournalError
 from apiwrap.replay import replay_journal
-from apiwrap.report import DEFAULT_RADII, certified_accuracy
+from apiwrap.report import DEFAULT_RADII, certified_accuracy, spending
 from apiwrap.scheduler import RetryPolicy, VendorLimits
 from budgets import BudgetError, PriceTable, format_usd
 from budgets import estimate as budget_estimate
@@ -71,6 +71,13 @@ MaxQueriesOpt = Annotated[
 SelectionOpt = Annotated[
     str, typer.Option(help="Sequential: 'leader' (buy votes until a label leads) or 'clean' (clean label).")
 ]
+AllocateOpt = Annotated[
+    bool,
+    typer.Option(
+        help="Sequential with --max-usd/--max-job-queries: fund likely certificates first and give up "
+        "hopeless images early; --no-allocate spends first come, first served."
+    ),
+]
 TpsOpt = Annotated[float | None, typer.Option(help="Requests per second allowed at the vendor.")]
 ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.")]
 AttemptsOpt = Annotated[int, typer.Option(help="Attempts per query (same bytes each time).")]
@@ -112,6 +119,7 @@ def _run(
     target_radius: float | None = None,
     max_queries: int | None = None,
     selection: str = "leader",
+    allocate: bool = True,
 ) -> None:
     files = find_images(images)
     if not files:
@@ -147,6 +155,7 @@ def _run(
             prices=prices,
             force_denoiser=force_denoiser,
             emulate=emulate,
+            allocate=allocate,
         )
     except (ValueError, ArithmeticError) as exc:
         _fail(str(exc))
@@ -185,7 +194,8 @@ def _print_line(result: ImageResult) -> None:
         out.print(f"{name}: [red]FAILED[/red] {result.error}")
         return
     if result.status == "budget":
-        out.print(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted)")
+        bought = f"; {result.estimation_votes} estimation votes bought" if result.estimation_votes else ""
+        out.print(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
         return
     agree = (
         ""
@@ -221,6 +231,8 @@ def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = 
         f"{' at list price (emulated vendor: nothing billed)' if emulated else ''}; "
         f"{report.seconds:.1f} s; journal {report.journal}"
     )
+    if report.allocation is not None:
+        _print_spending(report)
     if failed:
         out.print(
             f"[red]{len(failed)} image(s) failed[/red]: " + ", ".join(Path(r.image).name for r in failed)
@@ -234,6 +246,19 @@ def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = 
         out.print(
             f"{report.unanswered_in_flight} queries were in flight when an earlier run stopped; re-sent."
         )
+
+
+def _print_spending(report: JobReport) -> None:
+    assert report.allocation is not None
+    table = Table(
+        title=f"What the budget bought (likely certificates funded first, {report.allocation.rounds} "
+        f"allocation round{'s' if report.allocation.rounds != 1 else ''})"
+    )
+    for column in ("outcome", "images", "queries", "queries per image"):
+        table.add_column(column, justify="left" if column == "outcome" else "right")
+    for row in spending(report.results):
+        table.add_row(row.outcome, str(row.images), str(row.queries), f"{row.queries / row.images:.1f}")
+    out.print(table)
 
 
 def _write_jsonl(results: list[ImageResult], path: Path) -> None:
@@ -287,15 +312,17 @@ def certify(
     target_radius: TargetRadiusOpt = None,
     max_queries: MaxQueriesOpt = None,
     selection: SelectionOpt = "leader",
+    allocate: AllocateOpt = True,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
 
     With --target-radius or --max-queries, a sequential test stops each image as soon as
-    its votes decide, with the same 1 - alpha guarantee.
+    its votes decide, with the same 1 - alpha guarantee. Under a budget, the sequential tests
+    of all images share it: likely certificates are funded first.
     """
     _run("certify", images, vendor, endpoint, sigma, n0, n, alpha, seed, denoiser, size, out, job, runs_dir,
          max_usd, max_job_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate,
-         target_radius, max_queries, selection)  # fmt: skip
+         target_radius, max_queries, selection, allocate)  # fmt: skip
 
 
 @app.command()

@@ -10,9 +10,11 @@ ahead of the vendor so nothing is denoised that cannot be sent soon.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from apiwrap.allocation import BudgetAllocator
 from apiwrap.certify import AbstainReason
 from apiwrap.images import ImageError, SourceImage, load_image
 from apiwrap.journal import Journal, QueryRecord
@@ -39,6 +41,7 @@ class Engine:
         prepare_ahead: int = 32,
         on_query: Callable[[], None] | None = None,
         provenance: dict[str, str] | None = None,
+        allocator: BudgetAllocator | None = None,
     ) -> None:
         self.settings = settings
         self._journal = journal
@@ -49,12 +52,18 @@ class Engine:
         self._ahead = asyncio.Semaphore(prepare_ahead)
         self._on_query = on_query or (lambda: None)
         self.budget_exhausted = False
+        self._allocator = allocator
         # Provenance (e.g. the denoiser's weights digest) is bound with the settings: a
         # retrained checkpoint under the same name must not resume another's votes.
         journal.bind_parameters(settings.journal_record() | (provenance or {}))
 
     async def run(self, images: list[tuple[str, Path | bytes]]) -> list[ImageResult]:
         """Certify every image; one image's failure never stops the others."""
+        if self._allocator is not None:
+            # An allocation round waits for every image, so every image must be in flight.
+            self._images_in_flight = asyncio.Semaphore(max(1, len(images)))
+            for name, _ in images:
+                self._allocator.enter(name)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(self._guarded(name, source)) for name, source in images]
         return [task.result() for task in tasks]
@@ -73,7 +82,11 @@ class Engine:
                 )
             except JobAborted as exc:
                 result = ImageResult(image=name, status="failed", error=str(exc))
-            status = "done" if result.status in {"certified", "predicted", "abstained"} else result.status
+            finally:
+                if self._allocator is not None:
+                    self._allocator.leave(name)
+            # An image the allocator left unfunded is done: its stop is part of a replayable decision.
+            status = "done" if result.error is None and result.status != "failed" else result.status
             self._journal.finish_image(image_id, status, result.to_json(), result.error)
             return result
 
@@ -87,7 +100,9 @@ class Engine:
         async def fetch(indices: Sequence[int]) -> list[QueryRecord]:
             return await self._votes(image, image_id, indices, answered)
 
-        result = await run_procedure(self.settings, fetch)
+        allocator = self._allocator
+        admit = None if allocator is None else functools.partial(allocator.admit, name)
+        result = await run_procedure(self.settings, fetch, admit)
         result.image = name
         result.digest = image.digest
         result.certified_space = _space(image)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import hashlib
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import Adapter, create_adapter
+from apiwrap.allocation import AllocationStats, BudgetAllocator
 from apiwrap.engine import CertificationSettings, Engine, ImageResult
 from apiwrap.journal import Journal
 from apiwrap.samples import SamplePreparer
@@ -52,6 +54,9 @@ class JobSpec:
     force_denoiser: bool = False
     #: Start the vendor's wire-protocol emulator on 127.0.0.1 and send the job there.
     emulate: bool = False
+    #: A sequential job with a budget spends it where certificates are likely (apiwrap.allocation);
+    #: False spends it first come, first served.
+    allocate: bool = True
 
 
 @dataclass
@@ -66,6 +71,8 @@ class JobReport:
     throttled: int
     seconds: float
     unanswered_in_flight: int
+    #: Set when a budgeted sequential job spread its budget with the allocator.
+    allocation: AllocationStats | None = None
 
 
 def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
@@ -84,6 +91,25 @@ def weights_digest(denoise: Any) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def _allocator(spec: JobSpec, budget: Budget, micro_usd_per_query: int) -> BudgetAllocator | None:
+    """A budgeted sequential job spends its budget where certificates are likely (apiwrap.allocation)."""
+    if (
+        not spec.allocate
+        or spec.settings.design == "fixed"
+        or (spec.max_usd is None and spec.max_queries is None)
+    ):
+        return None
+
+    def headroom() -> int:
+        left = budget.remaining
+        affordable = [left.queries] if left.queries is not None else []
+        if left.micro_usd is not None and micro_usd_per_query > 0:
+            affordable.append(left.micro_usd // micro_usd_per_query)
+        return min(affordable, default=sys.maxsize)  # a free vendor: only the query cap, if any
+
+    return BudgetAllocator(headroom)
 
 
 async def run_job(
@@ -127,6 +153,7 @@ async def run_job(
         preparer = SamplePreparer(
             denoise, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
         )
+        allocator = _allocator(spec, budget, price.micro_usd_per_image)
         engine = Engine(
             spec.settings,
             journal,
@@ -136,6 +163,7 @@ async def run_job(
             prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
             on_query=on_query,
             provenance={"denoiser_sha256": weights_digest(denoise)} if denoise is not None else None,
+            allocator=allocator,
         )
         try:
             results = await engine.run(images)
@@ -154,6 +182,7 @@ async def run_job(
             throttled=scheduler.stats["throttled"],
             seconds=time.monotonic() - started,
             unanswered_in_flight=in_flight_before,
+            allocation=allocator.stats if allocator is not None else None,
         )
     finally:
         journal.close()

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from apiwrap.allocation import Admission
 from apiwrap.certify import FAILED_QUERY, AbstainReason, Certificate, Prediction, certify, predict
 from apiwrap.images import ENCODING
 from apiwrap.journal import QueryRecord
@@ -27,6 +28,7 @@ from apiwrap.noise import NOISE_SCHEME
 from apiwrap.samples import CLEAN_SAMPLE
 from apiwrap.sequential import (
     BestRadiusDesign,
+    ImageState,
     LeaderSelection,
     MixtureDesign,
     Verdict,
@@ -35,6 +37,7 @@ from apiwrap.sequential import (
 )
 
 __all__ = [
+    "Admit",
     "CertificationSettings",
     "Fetch",
     "ImageResult",
@@ -184,10 +187,17 @@ def sample_ranges(settings: CertificationSettings) -> tuple[range, range]:
     return range(settings.n0), range(settings.n0, settings.n0 + settings.n)
 
 
-async def run_procedure(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
+#: Asked before each batch of sequential estimation votes; see apiwrap.allocation.
+Admit = Callable[[ImageState], Awaitable[Admission]]
+
+
+async def run_procedure(
+    settings: CertificationSettings, fetch: Fetch, admit: Admit | None = None
+) -> ImageResult:
+    """One image's result from the votes ``fetch`` returns; ``admit`` (sequential designs) may stop it."""
     if settings.design == "fixed":
         return await _fixed(settings, fetch)
-    return await _sequential(settings, fetch)
+    return await _sequential(settings, fetch, admit)
 
 
 async def _fixed(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
@@ -240,7 +250,7 @@ def _votes_until_decidable(design: MixtureDesign | BestRadiusDesign, n: int, k: 
     return looks[-1] - n
 
 
-async def _sequential(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
+async def _sequential(settings: CertificationSettings, fetch: Fetch, admit: Admit | None) -> ImageResult:
     design = _design(settings)
     reference_task = asyncio.ensure_future(fetch([CLEAN_SAMPLE]))
     try:
@@ -253,6 +263,8 @@ async def _sequential(settings: CertificationSettings, fetch: Fetch) -> ImageRes
             reference = (await reference_task)[0]
     finally:
         reference_task.cancel()  # a no-op once done; stops waiting if selection failed
+        if reference_task.done() and not reference_task.cancelled():
+            reference_task.exception()  # selection's error is the one raised; this one is seen
     result = ImageResult(image="", status="abstained", reference_label=reference.label, candidate=candidate)
     estimation: list[QueryRecord] = []
     if candidate is None or candidate == FAILED_QUERY:
@@ -262,6 +274,13 @@ async def _sequential(settings: CertificationSettings, fetch: Fetch) -> ImageRes
         k = 0
         while (look := test.next_look()) is not None:
             more = _votes_until_decidable(design, len(estimation), k, look)
+            if admit is not None:
+                state = ImageState("", len(estimation), k, len(estimation) + more, design.p_needed)
+                if (admission := await admit(state)) is not Admission.GRANTED:
+                    result.abstain_reason = admission.abstain_reason.value
+                    if admission is Admission.UNFUNDED:
+                        result.status = "budget"
+                    break
             start = settings.n0 + len(estimation)
             fresh = await fetch(range(start, start + more))
             estimation += fresh

@@ -1,4 +1,4 @@
-"""Summaries of a job's results: certified accuracy with its confidence interval."""
+"""Summaries of a job's results: certified accuracy with its confidence interval, and spending."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from scipy.stats import binomtest
 
+from apiwrap.certify import AbstainReason
 from apiwrap.engine import ImageResult
 
-__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "certified_accuracy"]
+__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "Spending", "certified_accuracy", "spending"]
 
 DEFAULT_RADII = (0.0, 0.125, 0.25, 0.375)
 
@@ -50,3 +51,34 @@ def certified_accuracy(
             low, high = 0.0, 1.0
         rows.append(AccuracyAtRadius(radius, hits, len(scored), low, high))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Spending:
+    """What one kind of outcome cost: its images and the queries bought for them."""
+
+    outcome: str
+    images: int
+    queries: int
+
+
+SPENDING_OUTCOMES = ("certified", "abstained on the evidence", "given up early", "unfunded", "failed")
+
+
+def spending(results: Sequence[ImageResult]) -> list[Spending]:
+    """Queries by outcome, in SPENDING_OUTCOMES order (outcomes with no image left out)."""
+    totals: dict[str, list[int]] = {outcome: [0, 0] for outcome in SPENDING_OUTCOMES}
+    for result in results:
+        if result.status in {"certified", "predicted"}:
+            outcome = "certified"
+        elif result.status == "failed":
+            outcome = "failed"
+        elif result.status == "budget":
+            outcome = "unfunded"
+        elif result.abstain_reason == AbstainReason.HOPELESS.value:
+            outcome = "given up early"
+        else:
+            outcome = "abstained on the evidence"
+        totals[outcome][0] += 1
+        totals[outcome][1] += result.queries
+    return [Spending(outcome, images, queries) for outcome, (images, queries) in totals.items() if images]

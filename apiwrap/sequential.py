@@ -47,6 +47,7 @@ __all__ = [
     "SimulationResult",
     "Verdict",
     "allocate",
+    "certificate_probability",
     "default_best_radius_design",
     "default_target_design",
     "every",
@@ -787,6 +788,12 @@ class Allocation:
     p_certify: float
 
 
+def certificate_probability(state: ImageState) -> float:
+    """Posterior probability that pA > state.p_needed, Jeffreys Beta(1/2, 1/2) prior on the votes so far."""
+    against = state.n_votes - state.n_for_candidate
+    return float(stats.beta.sf(state.p_needed, state.n_for_candidate + 0.5, against + 0.5))
+
+
 def allocate(states: Sequence[ImageState], budget_queries: int, drop_below: float = 0.02) -> list[Allocation]:
     """Greedy order for the next batch: most likely certificates first, hopeless images dropped.
 
@@ -800,8 +807,7 @@ def allocate(states: Sequence[ImageState], budget_queries: int, drop_below: floa
     for st in states:
         if st.next_look is None or st.next_look <= st.n_votes:
             continue
-        fail = st.n_votes - st.n_for_candidate
-        p_cert = float(stats.beta.sf(st.p_needed, st.n_for_candidate + 0.5, fail + 0.5))
+        p_cert = certificate_probability(st)
         if p_cert >= drop_below:
             scored.append((-p_cert, st.next_look - st.n_votes, st.key))
     out = []

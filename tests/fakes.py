@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +46,8 @@ class FaultyVendor:
     hang_s: float = 60.0
     max_batch: int = 1
     cat_share: float = 0.8
+    #: Per-image share of "cat" answers, from the bytes received (overrides cat_share).
+    share_of: Callable[[bytes], float] | None = None
     model_version: str = "fake-1"
     ledger_file: Path | None = None
     name: str = "fake"
@@ -60,7 +62,8 @@ class FaultyVendor:
 
     def label_of(self, image: bytes) -> str:
         share = int.from_bytes(hashlib.sha256(image).digest()[:8], "big") / 2**64
-        return "cat" if share < self.cat_share else "dog"
+        cat_share = self.cat_share if self.share_of is None else self.share_of(image)
+        return "cat" if share < cat_share else "dog"
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         self.calls += 1

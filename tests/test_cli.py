@@ -75,3 +75,16 @@ def test_target_radius_runs_a_sequential_design(tmp_path: Path) -> None:
     (line,) = [json.loads(text) for text in out.read_text().splitlines()]
     assert line["queries"] <= 1 + 30  # the clean query, then at most the cap; no selection votes
     assert line["candidate"] == line["reference_label"]
+
+
+def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path) -> None:
+    args = ["certify", str(_folder(tmp_path)), "--target-radius", "0.25", "--selection", "clean"]
+    budget = ["--max-queries", "200", "--max-job-queries", "12", "--size", "160"]
+    result = runner.invoke(app, [*args, *budget, "--runs-dir", str(tmp_path), "--job", "budgeted"])
+    assert result.exit_code == 0, result.output
+    assert "What the budget bought" in result.output
+    assert "unfunded" in result.output
+    assert f"{SAMPLE.name}: NOT CERTIFIED (budget exhausted;" in result.output
+    assert "broken.png: FAILED" in result.output  # a bad image neither blocks nor stalls the rounds
+    spent = int(result.output.split(" billable queries")[0].rsplit("for ", 1)[1])
+    assert 1 <= spent <= 12
