@@ -78,7 +78,11 @@ class Engine:
             except BudgetExceeded as exc:
                 self.budget_exhausted = True
                 result = ImageResult(
-                    image=name, status="budget", error=str(exc), abstain_reason=AbstainReason.BUDGET.value
+                    image=name,
+                    status="budget",
+                    error=str(exc),
+                    abstain_reason=AbstainReason.BUDGET.value,
+                    queries=len(self._journal.answered(image_id)),  # what was paid before it ran out
                 )
             except JobAborted as exc:
                 result = ImageResult(image=name, status="failed", error=str(exc))

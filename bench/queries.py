@@ -7,7 +7,14 @@ query included) and certified accuracy at r = 0, 0.125, 0.25, 0.375, 0.5, for
 * ``seed``: fixed n0 = 20, n = 100 (its ceiling is 1.5 sigma = 0.375);
 * ``target``: is the image certified at R = 0.25 (= sigma)? leader selection, cap 400;
 * ``target-clean``: the same with the vendor's clean label as candidate (no selection votes);
-* ``best``: the largest radius within 400 estimation queries per image.
+* ``best``: the largest radius within 400 estimation queries per image;
+* ``target-budget``: ``target`` for the whole batch under one money budget (``--budget-usd``,
+  local vendor priced at AWS's $1.00 per 1,000 images), spent by the allocator: likely
+  certificates funded first, hopeless images given up;
+* ``target-first-come``: the same budget spent first come, first served (``--no-allocate``).
+
+Budgeted designs count every image in the accuracy (an unfunded image is not certified) and
+print what the budget bought.
 
 Each design is a resumable job under ``--runs-dir``; the seed protocol's job is shared with
 bench/certify_denoisers.py. Run as ``python -m bench.queries [--images DIR] [--limit N]``.
@@ -17,13 +24,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 from statistics import mean
 
 from apiwrap.engine import CertificationSettings, ImageResult
 from apiwrap.images import find_images
-from apiwrap.jobs import JobSpec, run_job
-from apiwrap.report import certified_accuracy
+from apiwrap.jobs import JobReport, JobSpec, run_job
+from apiwrap.report import certified_accuracy, spending
+from budgets import Price, PriceTable, format_usd
 
 ROOT = Path(__file__).resolve().parents[1]
 RADII = (0.0, 0.125, 0.25, 0.375, 0.5)
@@ -32,10 +41,15 @@ DESIGNS: dict[str, dict[str, object]] = {
     "target": {"design": "target", "target_radius": 0.25, "max_queries": 400},
     "target-clean": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "clean"},
     "best": {"design": "best", "max_queries": 400},
+    "target-budget": {"design": "target", "target_radius": 0.25, "max_queries": 400},
+    "target-first-come": {"design": "target", "target_radius": 0.25, "max_queries": 400},
 }
+BUDGETED = {"target-budget": True, "target-first-come": False}  # design -> allocate
+#: The local vendor at AWS's list price, so that a budget in dollars means something.
+PRICES = PriceTable({"local": Price(Decimal("1.00"))})
 
 
-def run(name: str, images: list[Path], args: argparse.Namespace) -> list[ImageResult]:
+def run(name: str, images: list[Path], args: argparse.Namespace) -> JobReport:
     settings = CertificationSettings(
         vendor=args.vendor,
         sigma=0.25,
@@ -44,10 +58,20 @@ def run(name: str, images: list[Path], args: argparse.Namespace) -> list[ImageRe
         **DESIGNS[name],  # type: ignore[arg-type]
     )
     job = f"denoisers-{args.vendor}-{args.denoiser}" if name == "seed" else f"queries-{args.vendor}-{name}"
+    budget: dict[str, object] = {}
+    if name in BUDGETED:
+        job += f"-{args.budget_usd}usd"
+        budget = {"max_usd": Decimal(args.budget_usd), "allocate": BUDGETED[name]}
     spec = JobSpec(
-        settings=settings, job=job, runs_dir=args.runs_dir, images_in_flight=8, emulate=args.emulate
+        settings=settings,
+        job=job,
+        runs_dir=args.runs_dir,
+        images_in_flight=8,
+        emulate=args.emulate,
+        **budget,  # type: ignore[arg-type]
     )
-    return asyncio.run(run_job(spec, [(str(p), p) for p in images])).results
+    prices = PRICES if name in BUDGETED else None
+    return asyncio.run(run_job(spec, [(str(p), p) for p in images], price_table=prices))
 
 
 def main() -> None:
@@ -60,6 +84,7 @@ def main() -> None:
     parser.add_argument("--emulate", action="store_true", help="Send through the vendor's wire emulator.")
     parser.add_argument("--denoiser", default="fast-stab-s025")
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS))
+    parser.add_argument("--budget-usd", default="1.00", help="Budget of the budgeted designs.")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     args = parser.parse_args()
     images = find_images([args.images])[: args.limit]
@@ -70,11 +95,32 @@ def main() -> None:
     )
     print(header)
     print("|" + "---|" * (len(RADII) + 3))
+    bought = {}
     for name in args.designs:
-        results = [r for r in run(name, images, args) if r.status != "failed"]
+        report = run(name, images, args)
+        results = [r for r in report.results if r.status != "failed"]
         queries = [r.queries for r in results]
-        cells = [f"{a.certified / a.images:.0%}" for a in certified_accuracy(results, RADII)]
+        if name in BUDGETED:
+            # Every image counts: one the budget did not reach is not certified.
+            cells = [f"{_certified_share(results, r):.0%}" for r in RADII]
+            bought[name] = (report.budget.spent, spending(results))
+        else:
+            cells = [f"{a.certified / a.images:.0%}" for a in certified_accuracy(results, RADII)]
         print(f"| {name} | {mean(queries):.1f} | {max(queries)} | " + " | ".join(cells) + " |", flush=True)
+    for name, (spent, rows) in bought.items():
+        cap = f"${args.budget_usd}"
+        print(f"\n{name}: spent {format_usd(spent.micro_usd)} of {cap} ({spent.queries} queries)")
+        print("| outcome | images | queries |\n|---|---|---|")
+        for row in rows:
+            print(f"| {row.outcome} | {row.images} | {row.queries} |")
+
+
+def _certified_share(results: list[ImageResult], radius: float) -> float:
+    hits = sum(
+        r.status == "certified" and r.label == r.reference_label and (r.radius or 0.0) >= radius
+        for r in results
+    )
+    return hits / len(results)
 
 
 if __name__ == "__main__":
