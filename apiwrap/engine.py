@@ -10,17 +10,17 @@ ahead of the vendor so nothing is denoised that cannot be sent soon.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from apiwrap.allocation import BudgetAllocator
+from apiwrap.allocation import Admission, BudgetAllocator
 from apiwrap.certify import AbstainReason
 from apiwrap.images import ImageError, SourceImage, load_image
 from apiwrap.journal import Journal, QueryRecord
 from apiwrap.procedures import CertificationSettings, ImageResult, Mode, decide, run_procedure
 from apiwrap.samples import SamplePreparer
 from apiwrap.scheduler import JobAborted, QueryScheduler
+from apiwrap.sequential import ImageState
 from budgets import BudgetExceeded
 
 # CertificationSettings, ImageResult, Mode and decide live in apiwrap.procedures; re-exported here.
@@ -104,8 +104,17 @@ class Engine:
         async def fetch(indices: Sequence[int]) -> list[QueryRecord]:
             return await self._votes(image, image_id, indices, answered)
 
-        allocator = self._allocator
-        admit = None if allocator is None else functools.partial(allocator.admit, name)
+        admit = None
+        if (allocator := self._allocator) is not None:
+            estimation_start = self.settings.n0  # sequential estimation indices start here
+
+            async def admit(state: ImageState) -> Admission:
+                wanted = state.next_look if state.next_look is not None else state.n_votes
+                batch = range(estimation_start + state.n_votes, estimation_start + wanted)
+                if all(index in answered for index in batch):
+                    return Admission.GRANTED  # paid for by an earlier run of the job: free
+                return await allocator.admit(name, state)
+
         result = await run_procedure(self.settings, fetch, admit)
         result.image = name
         result.digest = image.digest

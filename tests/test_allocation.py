@@ -91,6 +91,12 @@ def test_allocation_stops_replay_exactly(tmp_path: Path) -> None:
     assert _certificates(report) == [(r.image, r.status, r.label, r.radius) for r in replayed]
     assert [r.abstain_reason for r in report.results] == [r.abstain_reason for r in replayed]
 
+    # Resuming the finished job buys nothing and decides the same: journaled votes are free.
+    again = FaultyVendor(share_of=_bright_is_clear)
+    resumed = _run(spec, again, _mixed_images())
+    assert again.calls == 0
+    assert _certificates(resumed) == _certificates(report)
+
 
 def test_a_round_funds_the_likeliest_and_waits_for_every_image() -> None:
     async def scenario() -> dict[str, Admission]:
