@@ -3,7 +3,8 @@
 A sequential procedure asks its job's gate before each batch of estimation votes. Under a
 budget the gate is a :class:`BudgetAllocator`: it holds every request until each image still
 being certified has made one (a round), then grants whole batches in order of the posterior
-probability of a certificate (``sequential.allocate``) as far as the budget's headroom goes.
+probability of a certificate (``sequential.allocate``) within a share of the budget's headroom,
+so that the votes bought meanwhile re-rank the rest before the budget is committed to them.
 Images whose probability fell below ``drop_below`` are given up at once; the others wait for
 the next round, and when a round can fund nobody the images still waiting go unfunded.
 
@@ -20,12 +21,12 @@ import dataclasses
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from apiwrap.certify import AbstainReason
 from apiwrap.sequential import ImageState, allocate, certificate_probability
 
-__all__ = ["Admission", "AllocationStats", "BudgetAllocator", "Gate", "JournaledStops"]
+__all__ = ["Admission", "AllocationStats", "BudgetAllocator", "JournaledStops"]
 
 
 class Admission(enum.Enum):
@@ -36,14 +37,6 @@ class Admission(enum.Enum):
     @property
     def abstain_reason(self) -> AbstainReason:
         return AbstainReason.HOPELESS if self is Admission.HOPELESS else AbstainReason.BUDGET
-
-
-class Gate(Protocol):
-    """Whether image ``image`` may buy votes up to ``state.next_look``."""
-
-    async def admit(self, image: str, state: ImageState) -> Admission: ...
-
-    def leave(self, image: str) -> None: ...
 
 
 @dataclass
@@ -132,6 +125,3 @@ class JournaledStops:
         if stop is not None and state.n_votes >= stop[0]:
             return stop[1]
         return Admission.GRANTED
-
-    def leave(self, image: str) -> None:
-        return None
