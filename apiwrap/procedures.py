@@ -262,9 +262,10 @@ async def _sequential(settings: CertificationSettings, fetch: Fetch, admit: Admi
             candidate, selection = await _select(settings, fetch)
             reference = (await reference_task)[0]
     finally:
-        reference_task.cancel()  # a no-op once done; stops waiting if selection failed
-        if reference_task.done() and not reference_task.cancelled():
-            reference_task.exception()  # selection's error is the one raised; this one is seen
+        # If selection failed, its error is the one raised: stop waiting for the clean query,
+        # and mark an error of the clean query as seen, however the two race.
+        reference_task.add_done_callback(lambda task: task.cancelled() or task.exception())
+        reference_task.cancel()
     result = ImageResult(image="", status="abstained", reference_label=reference.label, candidate=candidate)
     estimation: list[QueryRecord] = []
     if candidate is None or candidate == FAILED_QUERY:
