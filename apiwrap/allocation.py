@@ -11,7 +11,7 @@ the next round, and when a round can fund nobody the images still waiting go unf
 The gate only decides whether more votes are bought, never how they are counted, so no
 allocation can weaken a certificate: each image's sequential test keeps its own 1 - alpha
 guarantee under any stopping rule. Its stops are journaled with the image's result (the
-reason and the number of estimation votes), and :class:`JournaledStops` replays them.
+reason and the number of estimation votes), and :func:`journaled_stop` replays them.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from apiwrap.certify import AbstainReason
 from apiwrap.sequential import ImageState, allocate, certificate_probability
 
-__all__ = ["Admission", "AllocationStats", "BudgetAllocator", "JournaledStops"]
+__all__ = ["Admission", "AllocationStats", "BudgetAllocator", "journaled_stop"]
 
 
 class Admission(enum.Enum):
@@ -110,18 +110,14 @@ class BudgetAllocator:
             future.set_result(admission)
 
 
-class JournaledStops:
-    """The replay gate: grants every batch except where the job's allocator stopped the image."""
+def journaled_stop(stored_result: Mapping[str, Any] | None) -> Callable[[ImageState], Awaitable[Admission]]:
+    """One image's replay gate: grants every batch except where the job's allocator stopped it."""
+    stored = stored_result or {}
+    reasons = {stop.abstain_reason.value: stop for stop in (Admission.HOPELESS, Admission.UNFUNDED)}
+    stop = reasons.get(stored.get("abstain_reason") or "")
+    stopped_at = int(stored.get("estimation_votes") or 0)
 
-    def __init__(self, stored_results: Mapping[str, Mapping[str, Any] | None]) -> None:
-        reasons = {stop.abstain_reason.value: stop for stop in (Admission.HOPELESS, Admission.UNFUNDED)}
-        self._stops: dict[str, tuple[int, Admission]] = {}
-        for image, stored in stored_results.items():
-            if stored and (admission := reasons.get(stored.get("abstain_reason") or "")) is not None:
-                self._stops[image] = (int(stored.get("estimation_votes") or 0), admission)
+    async def admit(state: ImageState) -> Admission:
+        return stop if stop is not None and state.n_votes >= stopped_at else Admission.GRANTED
 
-    async def admit(self, image: str, state: ImageState) -> Admission:
-        stop = self._stops.get(image)
-        if stop is not None and state.n_votes >= stop[0]:
-            return stop[1]
-        return Admission.GRANTED
+    return admit

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
-from apiwrap.allocation import JournaledStops
+from apiwrap.allocation import journaled_stop
 from apiwrap.journal import Journal, JournalError, QueryRecord
 from apiwrap.procedures import CertificationSettings, Fetch, ImageResult, run_procedure
 
@@ -45,17 +44,15 @@ def replay_journal(
             n=settings.n if n is None else n,
             alpha=settings.alpha if alpha is None else alpha,
         )
-        images = journal.images()
-        # Where the job's budget allocator stopped an image, the replay stops it too.
-        stops = JournaledStops({name: stored for _, name, _, _, stored, _ in images})
         results = []
-        for image_id, name, digest, status, stored_result, error in images:
+        for image_id, name, digest, status, stored_result, error in journal.images():
             if status != "done":
                 results.append(ImageResult(image=name, status="failed", error=error or f"image {status}"))
                 continue
             votes = {record.sample_index: record for record in journal.votes(image_id)}
             try:
-                admit = functools.partial(stops.admit, name)
+                # Where the job's budget allocator stopped the image, the replay stops it too.
+                admit = journaled_stop(stored_result)
                 result = asyncio.run(run_procedure(replayed, _journal_fetch(votes), admit))
             except _MissingVotes as exc:
                 raise ValueError(f"{name}: {exc}; the replay would need new queries") from None

@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 from apiwrap.certify import AbstainReason
 from apiwrap.engine import ImageResult
 
-__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "Spending", "certified_accuracy", "spending"]
+__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "Spending", "certified_accuracy", "certified_at", "spending"]
 
 DEFAULT_RADII = (0.0, 0.125, 0.25, 0.375)
 
@@ -28,6 +28,15 @@ class AccuracyAtRadius:
         return self.certified / self.images if self.images else 0.0
 
 
+def certified_at(result: ImageResult, radius: float) -> bool:
+    """Whether the image is certified at radius >= ``radius`` with the vendor's clean label."""
+    return (
+        result.status == "certified"
+        and result.label == result.reference_label
+        and (result.radius or 0.0) >= radius
+    )
+
+
 def certified_accuracy(
     results: Sequence[ImageResult], radii: Sequence[float] = DEFAULT_RADII
 ) -> list[AccuracyAtRadius]:
@@ -40,10 +49,7 @@ def certified_accuracy(
     scored = [r for r in results if r.reference_label is not None and r.status in {"certified", "abstained"}]
     rows = []
     for radius in radii:
-        hits = sum(
-            r.status == "certified" and r.label == r.reference_label and (r.radius or 0.0) >= radius
-            for r in scored
-        )
+        hits = sum(certified_at(r, radius) for r in scored)
         if scored:
             interval = binomtest(hits, len(scored)).proportion_ci(confidence_level=0.95, method="exact")
             low, high = float(interval.low), float(interval.high)

@@ -28,10 +28,10 @@ from decimal import Decimal
 from pathlib import Path
 from statistics import mean
 
-from apiwrap.engine import CertificationSettings, ImageResult
+from apiwrap.engine import CertificationSettings
 from apiwrap.images import find_images
 from apiwrap.jobs import JobReport, JobSpec, run_job
-from apiwrap.report import certified_accuracy, spending
+from apiwrap.report import certified_accuracy, certified_at, spending
 from budgets import Price, PriceTable, format_usd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,8 @@ def main() -> None:
         queries = [r.queries for r in results]
         if name in BUDGETED:
             # Every image counts: one the budget did not reach is not certified.
-            cells = [f"{_certified_share(results, r):.0%}" for r in RADII]
+            shares = [sum(certified_at(r, radius) for r in results) / len(results) for radius in RADII]
+            cells = [f"{share:.0%}" for share in shares]
             bought[name] = (report.budget.spent, spending(results))
         else:
             cells = [f"{a.certified / a.images:.0%}" for a in certified_accuracy(results, RADII)]
@@ -113,14 +114,6 @@ def main() -> None:
         print("| outcome | images | queries |\n|---|---|---|")
         for row in rows:
             print(f"| {row.outcome} | {row.images} | {row.queries} |")
-
-
-def _certified_share(results: list[ImageResult], radius: float) -> float:
-    hits = sum(
-        r.status == "certified" and r.label == r.reference_label and (r.radius or 0.0) >= radius
-        for r in results
-    )
-    return hits / len(results)
 
 
 if __name__ == "__main__":
