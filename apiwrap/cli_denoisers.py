@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from denoisers import Denoiser
 
 __all__ = ["eval_denoiser", "train_denoiser"]
 
@@ -106,12 +109,32 @@ def eval_denoiser(
     seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
     max_images: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
     force_denoiser: Annotated[bool, typer.Option(help="Use a denoiser trained for another sigma.")] = False,
+    agreement: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Also measure how often this classifier (efficientnet-lite0/1/2) keeps its clean "
+            "top-1 on denoised noisy copies; repeat for several."
+        ),
+    ] = None,
+    noises: Annotated[int, typer.Option(help="Noisy copies per image for --agreement.")] = 10,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="For --agreement: classify each image's centre square resized to this side."),
+    ] = None,
 ) -> None:
-    """PSNR and SSIM of a denoiser on an image folder at a given sigma (seeded noise)."""
+    """PSNR and SSIM of a denoiser on an image folder at a given sigma (seeded noise), and
+    optionally classifier agreement, the quantity Stab training raises."""
     from denoisers import load_denoiser
+    from denoisers.classifiers import CLASSIFIERS
     from denoisers.evaluation import evaluate_folder
     from denoisers.training import DEFAULT_EVAL_DATA
 
+    unknown = sorted(set(agreement or ()) - set(CLASSIFIERS))
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown classifier {', '.join(unknown)}; choose from {', '.join(CLASSIFIERS)}",
+            param_hint="--agreement",
+        )
     try:
         model = load_denoiser(denoiser, sigma, force=force_denoiser)
     except (ValueError, FileNotFoundError) as error:
@@ -122,4 +145,40 @@ def eval_denoiser(
         table.add_column(column)
     table.add_row("noisy (clipped)", f"{scores.noisy_psnr:.2f}", f"{scores.noisy_ssim:.4f}")
     table.add_row("denoised", f"{scores.psnr:.2f}", f"{scores.ssim:.4f}")
+    _console.print(table)
+    if agreement:
+        _print_agreement(
+            model, agreement, data or DEFAULT_EVAL_DATA, sigma, seed, max_images, noises, image_size
+        )
+
+
+def _print_agreement(
+    model: Denoiser,
+    classifier_names: list[str],
+    folder: Path,
+    sigma: float,
+    seed: int,
+    max_images: int | None,
+    noises: int,
+    image_size: int | None,
+) -> None:
+    from denoisers.classifiers import load_classifier
+    from denoisers.evaluation import classifier_agreement
+
+    framing = f"centre squares at {image_size}px" if image_size else "full images"
+    table = Table(title=f"Classifier agreement, {noises} noisy copies per image, {framing}")
+    for column in ("classifier", "copies keeping the clean top-1", "images kept by majority"):
+        table.add_column(column)
+    for name in classifier_names:
+        scores = classifier_agreement(
+            model,
+            load_classifier(name),
+            folder,
+            sigma,
+            noises_per_image=noises,
+            max_images=max_images,
+            seed=seed,
+            image_size=image_size,
+        )
+        table.add_row(name, f"{scores.agreement:.1%}", f"{scores.majority:.1%}")
     _console.print(table)

@@ -15,7 +15,15 @@ from torch.nn import functional
 
 from denoisers.data import list_images, load_image
 
-__all__ = ["AgreementScores", "DenoisingScores", "classifier_agreement", "evaluate_folder", "psnr", "ssim"]
+__all__ = [
+    "AgreementScores",
+    "DenoisingScores",
+    "classifier_agreement",
+    "evaluate_folder",
+    "psnr",
+    "square_crop",
+    "ssim",
+]
 
 
 def psnr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -118,6 +126,26 @@ class AgreementScores:
     agreement: float
     per_image_agreement: list[float] = field(repr=False, default_factory=list)
 
+    @property
+    def majority(self) -> float:
+        """Fraction of images whose copies keep the clean label more often than not: a rough
+        proxy for certified accuracy at r = 0, which needs p_A > 1/2."""
+        return sum(share > 0.5 for share in self.per_image_agreement) / len(self.per_image_agreement)
+
+
+def square_crop(image: torch.Tensor, size: int) -> torch.Tensor:
+    """The centre square of a (3, H, W) image resized to size x size: the framing of an
+    ImageNet validation image, so that scene photographs are seen at the object scale the
+    vendors' classifiers expect."""
+    _, height, width = image.shape
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = image[None, :, top : top + side, left : left + side]
+    resized = functional.interpolate(
+        square, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
+    return resized[0].clamp(0.0, 1.0)
+
 
 def classifier_agreement(
     denoise: Callable[[torch.Tensor], torch.Tensor],
@@ -128,17 +156,20 @@ def classifier_agreement(
     noises_per_image: int = 10,
     max_images: int | None = None,
     seed: int = 0,
+    image_size: int | None = None,
 ) -> AgreementScores:
     """The quantity Stab training raises: the fraction of sigma-noisy, denoised copies on which
     `classifier` keeps its clean-image top-1 label (a proxy for certified accuracy at r = 0).
 
+    `image_size` first takes each image's centre square at that size (`square_crop`).
     Evaluation only: any folder is allowed, the evaluation set included.
     """
     generator = torch.Generator().manual_seed(seed)
     per_image: list[float] = []
     with torch.inference_mode():
         for path in list_images(folder)[:max_images]:
-            clean = load_image(path)[None]
+            image = load_image(path)
+            clean = (square_crop(image, image_size) if image_size else image)[None]
             reference = classifier(clean).argmax(1)
             noisy = clean + sigma * torch.randn((noises_per_image, *clean.shape[1:]), generator=generator)
             votes = classifier(denoise(noisy)).argmax(1)

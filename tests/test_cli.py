@@ -88,3 +88,18 @@ def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path
     assert "broken.png: FAILED" in result.output  # a bad image neither blocks nor stalls the rounds
     spent = int(result.output.split(" billable queries")[0].rsplit("for ", 1)[1])
     assert 1 <= spent <= 12
+
+
+def test_eval_denoiser_reports_quality_and_classifier_agreement(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(SAMPLE, folder / SAMPLE.name)
+    args = ["eval-denoiser", "fast-mse-s025", "--data", str(folder), "--noises", "2", "--image-size", "96"]
+    result = runner.invoke(app, [*args, "--agreement", "efficientnet-lite0"])
+    assert result.exit_code == 0, result.output
+    assert "PSNR" in result.output and "centre squares at 96px" in result.output
+    assert "efficientnet-lite0" in result.output
+
+    unknown = runner.invoke(app, [*args, "--agreement", "resnet-50"])
+    assert unknown.exit_code != 0
+    assert "unknown classifier resnet-50" in unknown.output

@@ -20,7 +20,7 @@ from denoisers import (
 )
 from denoisers.classifiers import load_classifier
 from denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
-from denoisers.evaluation import evaluate_folder, psnr, ssim
+from denoisers.evaluation import classifier_agreement, evaluate_folder, psnr, square_crop, ssim
 from denoisers.training import TrainingConfig, build_loss, train_denoiser
 
 # small configurations keep the suite fast; the defaults are exercised by shape only
@@ -230,3 +230,28 @@ def test_quality_metrics(image_folder: Path) -> None:
     scores = evaluate_folder(load_denoiser("none", 0.25), image_folder, 0.25, seed=3)
     again = evaluate_folder(load_denoiser("none", 0.25), image_folder, 0.25, seed=3)
     assert scores.images == 6 and scores.psnr == again.psnr == scores.noisy_psnr
+
+
+def test_square_crop_takes_the_centre_square_at_the_requested_size() -> None:
+    columns = torch.arange(60.0).expand(3, 40, 60) / 60  # brightness grows left to right
+    crop = square_crop(columns, 20)
+    assert crop.shape == (3, 20, 20)
+    # the centre 40x40 of a 60-wide image spans columns 10..49
+    assert float(crop[0, 0, 0]) == pytest.approx(11 / 60, abs=0.02)
+    assert float(crop[0, 0, -1]) == pytest.approx(48 / 60, abs=0.02)
+
+
+def test_agreement_counts_copies_that_keep_the_clean_label(image_folder: Path) -> None:
+    classifier = load_classifier("efficientnet-lite0")
+    identity = load_denoiser("none", None)
+    faint = classifier_agreement(identity, classifier, image_folder, 1e-4, noises_per_image=2, image_size=64)
+    assert faint.images == 6 and faint.agreement == faint.majority == 1.0
+
+    def grey(noisy: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(noisy, 0.5)
+
+    # every copy becomes the same grey image, so each image either keeps its label on all
+    # copies or on none: the per-image shares are 0 or 1 and majority equals agreement
+    erased = classifier_agreement(grey, classifier, image_folder, 0.25, noises_per_image=2, image_size=64)
+    assert set(erased.per_image_agreement) <= {0.0, 1.0}
+    assert erased.majority == erased.agreement < 1.0
