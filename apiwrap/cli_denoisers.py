@@ -54,6 +54,13 @@ def train_denoiser(
     confidence_weighting: Annotated[
         bool, typer.Option(help="Weight each crop's stab loss by the surrogate's clean confidence.")
     ] = False,
+    surrogate_rescale: Annotated[
+        float,
+        typer.Option(
+            help="Stab: show the classifier the denoised crop rescaled by a random factor in "
+            "[1 - r, 1 + r] (one per step), for better transfer to an unseen target."
+        ),
+    ] = 0.0,
     checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 100,
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.train-state.pt when present.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of crops and noise.")] = 0,
@@ -84,6 +91,7 @@ def train_denoiser(
             init_from=init_from,
             mse_weight=mse_weight,
             confidence_weighting=confidence_weighting,
+            surrogate_rescale=surrogate_rescale,
             checkpoint_every=checkpoint_every,
             resume=resume,
             seed=seed,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -72,6 +73,7 @@ class TrainingConfig:
     init_from: str | None = None
     mse_weight: float = 0.0
     confidence_weighting: bool = False
+    surrogate_rescale: float = 0.0
     checkpoint_every: int = 100
     resume: bool = True
     seed: int = 0
@@ -89,6 +91,8 @@ class TrainingConfig:
             raise ValueError("objective stab+mse fine-tunes an MSE denoiser: give init_from (a name or path)")
         if self.objective != "mse" and not (self.surrogates or self.white_box_target):
             raise ValueError(f"objective {self.objective} needs surrogate classifiers or a white-box target")
+        if not 0.0 <= self.surrogate_rescale < 1.0:
+            raise ValueError(f"surrogate_rescale is a fraction in [0, 1), got {self.surrogate_rescale}")
         if not 0.0 < self.sigma <= 1.0:
             raise ValueError(f"sigma is in [0, 1] pixel units, got {self.sigma}")
         ensure_not_evaluation_set(self.data)
@@ -157,9 +161,15 @@ def build_loss(
             confidence, clean_labels = classifier(clean).softmax(1).max(1)
         denoised = network(noisy)
         # the classifier sees what inference gives it: the clipped image
-        per_image = functional.cross_entropy(
-            classifier(denoised.clamp(0.0, 1.0)), clean_labels, reduction="none"
-        )
+        seen = denoised.clamp(0.0, 1.0)
+        if config.surrogate_rescale:
+            # a different scale each step stands for a family of surrogates: features that
+            # fool the surrogate at one resolution only are what fails to transfer to the target
+            scale = random.Random(config.seed * 1_000_003 + step).uniform(
+                1.0 - config.surrogate_rescale, 1.0 + config.surrogate_rescale
+            )
+            seen = functional.interpolate(seen, scale_factor=scale, mode="bilinear", align_corners=False)
+        per_image = functional.cross_entropy(classifier(seen), clean_labels, reduction="none")
         if config.confidence_weighting:
             # crops of natural photos are often no ImageNet object at all; weighting by the clean
             # confidence lets the crops that show one drive the denoiser
@@ -193,6 +203,7 @@ def _metadata(
         "cosine_schedule": config.cosine_schedule,
         "mse_weight": config.mse_weight if config.objective != "mse" else None,
         "confidence_weighting": config.confidence_weighting if config.objective != "mse" else None,
+        "surrogate_rescale": config.surrogate_rescale if config.objective != "mse" else None,
         "init_from": (
             {"name": parent.get("name"), "objective": parent.get("objective"), "steps": parent.get("steps")}
             if parent

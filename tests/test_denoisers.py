@@ -101,11 +101,17 @@ def test_unknown_architecture_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    ("objective", "confidence_weighting"),
-    [("mse", False), ("stab", False), ("stab", True), ("stab+mse", False)],
+    ("objective", "confidence_weighting", "surrogate_rescale"),
+    [
+        ("mse", False, 0.0),
+        ("stab", False, 0.0),
+        ("stab", True, 0.0),
+        ("stab", False, 0.2),
+        ("stab+mse", False, 0.0),
+    ],
 )
 def test_a_few_steps_lower_the_loss(
-    objective: str, confidence_weighting: bool, tmp_path: Path, image_folder: Path
+    objective: str, confidence_weighting: bool, surrogate_rescale: float, tmp_path: Path, image_folder: Path
 ) -> None:
     init_from = None
     if objective == "stab+mse":
@@ -124,21 +130,44 @@ def test_a_few_steps_lower_the_loss(
         init_from=init_from,
         mse_weight=1.0,
         confidence_weighting=confidence_weighting,
+        surrogate_rescale=surrogate_rescale,
     )
     classifiers = [load_classifier("efficientnet-lite0")] if objective != "mse" else []
     loss_function = build_loss(config, classifiers)
     network = create_architecture("fast", **TINY_KWARGS["fast"]).train()
-    clean = RandomCropSampler(load_images(image_folder), 32, seed=1).sample(2)
+    # 40 px: the smallest rescaled crop (32 px) still fits EfficientNet's downsampling
+    clean = RandomCropSampler(load_images(image_folder), 40, seed=1).sample(2)
     noisy = clean + 0.25 * torch.randn(clean.shape)
     optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    losses = []
+    # compared at one step index: the step picks the surrogate and its rescale factor
+    before = loss_function(network, clean, noisy, 0)[0].item()
     for step in range(12):
         loss, _ = loss_function(network, clean, noisy, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    assert loss_function(network, clean, noisy, 0)[0].item() < before
+
+
+def test_surrogate_rescale_is_seeded_per_step_and_bounded(tmp_path: Path, image_folder: Path) -> None:
+    with pytest.raises(ValueError, match="surrogate_rescale"):
+        _config(tmp_path, image_folder, objective="stab", surrogate_rescale=1.0)
+    config = _config(tmp_path, image_folder, objective="stab", surrogate_rescale=0.3)
+    seen_sizes = []
+
+    def classifier(images: torch.Tensor) -> torch.Tensor:
+        seen_sizes.append(images.shape[-1])
+        return images.mean((2, 3)).repeat(1, 4)  # 12 "logits", differentiable
+
+    loss_function = build_loss(config, [classifier])
+    network = create_architecture("fast", **TINY_KWARGS["fast"])
+    clean = RandomCropSampler(load_images(image_folder), 32, seed=1).sample(2)
+    for step in (0, 1, 2, 0):
+        loss_function(network, clean, clean, step)
+    # each call classifies the clean crop (32 px) and then the rescaled output
+    rescaled = seen_sizes[1::2]
+    assert rescaled[0] == rescaled[3]  # a resumed step draws the same scale
+    assert len(set(rescaled)) > 1 and all(22 <= size <= 42 for size in rescaled)
 
 
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path: Path, image_folder: Path) -> None:
