@@ -46,9 +46,9 @@ def imagenet_truth(name: str) -> str | None:
 
 def run(denoiser: str, images: list[Path], runs_dir: Path, vendor: str) -> list[ImageResult]:
     settings = CertificationSettings(vendor=vendor, sigma=0.25, n0=20, n=100, alpha=0.001, denoiser=denoiser)
-    spec = JobSpec(
-        settings=settings, job=f"denoisers-{vendor}-{denoiser}", runs_dir=runs_dir, images_in_flight=8
-    )
+    # a checkpoint path is journaled under its file name; the journal binds the weights' digest
+    job = f"denoisers-{vendor}-{Path(denoiser).stem}"
+    spec = JobSpec(settings=settings, job=job, runs_dir=runs_dir, images_in_flight=8)
     report = asyncio.run(run_job(spec, [(str(p), p) for p in images]))
     return report.results
 
@@ -58,7 +58,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared/data/imagenet-api-dev")
-    parser.add_argument("--denoisers", nargs="+", default=["none", "fast-mse-s025", "fast-stab-s025"])
+    parser.add_argument(
+        "--denoisers",
+        nargs="+",
+        default=["none", "fast-mse-s025", "fast-stab-s025"],
+        help="shipped names or checkpoint paths",
+    )
     parser.add_argument("--vendor", default="local")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
@@ -69,7 +74,7 @@ def main() -> None:
     for denoiser in args.denoisers:
         results = run(denoiser, images, args.runs_dir, args.vendor)
         truth = sum(r.reference_label == imagenet_truth(r.image) for r in results)
-        rows[denoiser] = (certified_accuracy(results, RADII), truth, len(results))
+        rows[Path(denoiser).stem] = (certified_accuracy(results, RADII), truth, len(results))
 
     header = "| denoiser | " + " | ".join(f"r = {r:g}" for r in RADII) + " | clean top-1 = ImageNet truth |"
     lines = [

@@ -196,6 +196,7 @@ def _metadata(
         "surrogates": list(config.classifier_names),
         "training_data": {"folder": str(config.data), "images": image_count},
         "steps": step,
+        "schedule_steps": config.steps,
         "batch_size": config.batch_size,
         "crop_size": config.crop_size,
         "min_scale": config.min_scale,
