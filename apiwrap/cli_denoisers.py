@@ -124,10 +124,12 @@ def eval_denoiser(
             "top-1 on denoised noisy copies; repeat for several."
         ),
     ] = None,
-    noises: Annotated[int, typer.Option(help="Noisy copies per image for --agreement.")] = 10,
+    noises: Annotated[int, typer.Option(min=1, help="Noisy copies per image for --agreement.")] = 10,
     image_size: Annotated[
         int | None,
-        typer.Option(help="For --agreement: classify each image's centre square resized to this side."),
+        typer.Option(
+            min=32, help="For --agreement: classify each image's centre square resized to this side."
+        ),
     ] = None,
 ) -> None:
     """PSNR and SSIM of a denoiser on an image folder at a given sigma (seeded noise), and
