@@ -124,12 +124,16 @@ class Engine:
     async def _votes(
         self, image: SourceImage, image_id: int, indices: Sequence[int], answered: dict[int, QueryRecord]
     ) -> list[QueryRecord]:
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(self._vote(image, image_id, i, answered)) for i in indices]
-        except BaseExceptionGroup as errors:
-            raise _most_telling(errors) from errors
-        return [task.result() for task in tasks]
+        # Not a TaskGroup: one query's failure (budget spent, job aborted) must not cancel its
+        # siblings. Those already sent are paid for, and their votes belong in this image's
+        # count now, not only in the journal that a resumed run reads.
+        outcomes = await asyncio.gather(
+            *(self._vote(image, image_id, i, answered) for i in indices), return_exceptions=True
+        )
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if errors:
+            raise _most_telling(errors) from BaseExceptionGroup("queries of one image failed", errors)
+        return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
 
     async def _vote(
         self, image: SourceImage, image_id: int, index: int, answered: dict[int, QueryRecord]
@@ -143,20 +147,13 @@ class Engine:
         return record
 
 
-def _most_telling(errors: BaseExceptionGroup) -> BaseException:
+def _most_telling(errors: Sequence[BaseException]) -> BaseException:
     """The one error of a failed image that explains it: job-wide stops before budget, then the first."""
-    leaves: list[BaseException] = []
-
-    def collect(group: BaseExceptionGroup) -> None:
-        for error in group.exceptions:
-            collect(error) if isinstance(error, BaseExceptionGroup) else leaves.append(error)
-
-    collect(errors)
     for kind in (JobAborted, BudgetExceeded):
-        for error in leaves:
+        for error in errors:
             if isinstance(error, kind):
                 return error
-    return leaves[0]
+    return errors[0]
 
 
 def _space(image: SourceImage) -> str:

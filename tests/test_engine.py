@@ -104,11 +104,13 @@ def test_money_cap_is_never_exceeded_at_high_concurrency(tmp_path: Path) -> None
 
 
 def test_query_cap_stops_the_job_cleanly(tmp_path: Path) -> None:
-    vendor = FaultyVendor()
+    vendor = FaultyVendor(latency_s=0.002)  # answers take time, so many are in flight at the cap
     report = _run(_spec(tmp_path, max_queries=150), vendor, _images(4))
     assert vendor.billed.total() == 150
     statuses = Counter(r.status for r in report.results)
     assert statuses["budget"] >= 2
+    # Queries answered after the first refusal still count for their image, in this run.
+    assert sum(r.queries for r in report.results) == _ledger(report.journal)[2] == 150
 
 
 def test_resume_sends_nothing_already_answered(tmp_path: Path) -> None:
