@@ -5,10 +5,11 @@ The seed paper's API protocol: sigma = 0.25, n0 = 20, n = 100, alpha = 0.001, on
 same EfficientNet-Lite2 image model and labels as the emulators). Each run is a resumable
 job under ``--runs-dir``; re-running the script finishes or reuses them.
 
-    python -m bench.certify_denoisers [--images ../shared/data/imagenet-api-dev] [--denoisers ...]
+    python -m bench.certify_denoisers [--sigma 0.25] [--images DIR] [--denoisers ...]
 
-Writes a Markdown table to stdout and to docs/certification.md, and the plot to
-docs/certification.png.
+Radii are 0, 0.5, 1, 1.5 and 2 sigma (1.5 sigma is the protocol's ceiling). Writes a
+Markdown table to stdout and to docs/certification.md, and the plot to
+docs/certification.png; another sigma writes docs/certification-sigma{sigma}.md/.png.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from apiwrap.jobs import JobSpec, run_job
 from apiwrap.report import certified_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-RADII = (0.0, 0.125, 0.25, 0.375, 0.5)
+RADII_IN_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
+SEED_SIGMA = 0.25
 
 
 @cache
@@ -44,10 +46,10 @@ def imagenet_truth(name: str) -> str | None:
     return None if index is None else names[index].casefold()
 
 
-def run(denoiser: str, images: list[Path], runs_dir: Path, vendor: str) -> list[ImageResult]:
-    settings = CertificationSettings(vendor=vendor, sigma=0.25, n0=20, n=100, alpha=0.001, denoiser=denoiser)
+def run(denoiser: str, images: list[Path], runs_dir: Path, vendor: str, sigma: float) -> list[ImageResult]:
+    settings = CertificationSettings(vendor=vendor, sigma=sigma, n0=20, n=100, alpha=0.001, denoiser=denoiser)
     # a checkpoint path is journaled under its file name; the journal binds the weights' digest
-    job = f"denoisers-{vendor}-{Path(denoiser).stem}"
+    job = f"denoisers-{vendor}-{Path(denoiser).stem}" + ("" if sigma == SEED_SIGMA else f"-sigma{sigma:g}")
     spec = JobSpec(settings=settings, job=job, runs_dir=runs_dir, images_in_flight=8)
     report = asyncio.run(run_job(spec, [(str(p), p) for p in images]))
     return report.results
@@ -58,39 +60,44 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--images", type=Path, default=ROOT.parent / "shared/data/imagenet-api-dev")
+    parser.add_argument("--sigma", type=float, default=SEED_SIGMA)
     parser.add_argument(
         "--denoisers",
         nargs="+",
-        default=["none", "fast-mse-s025", "fast-stab-s025"],
-        help="shipped names or checkpoint paths",
+        default=None,
+        help="shipped names or checkpoint paths; default none, fast-mse-sNNN and fast-stab-sNNN for --sigma",
     )
     parser.add_argument("--vendor", default="local")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
     images = find_images([args.images])
+    sigma_code = f"s{round(args.sigma * 100):03d}"
+    denoisers = args.denoisers or ["none", f"fast-mse-{sigma_code}", f"fast-stab-{sigma_code}"]
+    radii = [args.sigma * multiple for multiple in RADII_IN_SIGMAS]
+    output = "certification" + ("" if args.sigma == SEED_SIGMA else f"-sigma{args.sigma:g}")
 
     rows = {}
-    for denoiser in args.denoisers:
-        results = run(denoiser, images, args.runs_dir, args.vendor)
+    for denoiser in denoisers:
+        results = run(denoiser, images, args.runs_dir, args.vendor, args.sigma)
         truth = sum(r.reference_label == imagenet_truth(r.image) for r in results)
-        rows[Path(denoiser).stem] = (certified_accuracy(results, RADII), truth, len(results))
+        rows[Path(denoiser).stem] = (certified_accuracy(results, radii), truth, len(results))
 
-    header = "| denoiser | " + " | ".join(f"r = {r:g}" for r in RADII) + " | clean top-1 = ImageNet truth |"
+    header = "| denoiser | " + " | ".join(f"r = {r:g}" for r in radii) + " | clean top-1 = ImageNet truth |"
     lines = [
-        f"sigma = 0.25, n0 = 20, n = 100, alpha = 0.001, {len(images)} images of imagenet-api-dev, vendor "
-        f"`{args.vendor}` (EfficientNet-Lite2). Certified accuracy = certified agreement with the vendor's "
-        "label on the clean image; 95% exact binomial interval in brackets.",
+        f"sigma = {args.sigma:g}, n0 = 20, n = 100, alpha = 0.001, {len(images)} images of imagenet-api-dev, "
+        f"vendor `{args.vendor}` (EfficientNet-Lite2). Certified accuracy = certified agreement with the "
+        "vendor's label on the clean image; 95% exact binomial interval in brackets.",
         "",
         header,
-        "|" + "---|" * (len(RADII) + 2),
+        "|" + "---|" * (len(radii) + 2),
     ]
     for denoiser, (accuracy, truth, total) in rows.items():
         cells = [f"{a.accuracy:.0%} [{a.low:.0%}, {a.high:.0%}]" for a in accuracy]
         lines.append(f"| {denoiser} | " + " | ".join(cells) + f" | {truth}/{total} |")
     table = "\n".join(lines)
     print(table)
-    (args.docs / "certification.md").write_text("# Certified accuracy by denoiser\n\n" + table + "\n")
+    (args.docs / f"{output}.md").write_text("# Certified accuracy by denoiser\n\n" + table + "\n")
 
     import matplotlib
 
@@ -102,12 +109,12 @@ def main() -> None:
         axes.plot([a.radius for a in accuracy], [a.accuracy for a in accuracy], marker="o", label=denoiser)
     axes.set_xlabel("L2 radius (224x224 image, [0, 1] pixels)")
     axes.set_ylabel("certified accuracy")
-    axes.set_title("sigma = 0.25, n = 100, alpha = 0.001, lite2 vendor")
+    axes.set_title(f"sigma = {args.sigma:g}, n = 100, alpha = 0.001, lite2 vendor")
     axes.set_ylim(0, 1)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(args.docs / "certification.png", dpi=120)
+    figure.savefig(args.docs / f"{output}.png", dpi=120)
 
 
 if __name__ == "__main__":
