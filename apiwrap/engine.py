@@ -85,7 +85,10 @@ class Engine:
                     queries=len(self._journal.answered(image_id)),  # what was paid before it ran out
                 )
             except JobAborted as exc:
-                result = ImageResult(image=name, status="failed", error=str(exc))
+                # e.g. credentials revoked mid-job: what the image paid before that still counts
+                result = ImageResult(
+                    image=name, status="failed", error=str(exc), queries=len(self._journal.answered(image_id))
+                )
             finally:
                 if self._allocator is not None:
                     self._allocator.leave(name)

@@ -6,6 +6,7 @@ import asyncio
 import io
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -165,6 +166,19 @@ def test_refused_credentials_stop_the_job_with_a_clear_error(tmp_path: Path) -> 
     report = _run(_spec(tmp_path, limits=VendorLimits(concurrency=1)), vendor, _images(3))
     assert all(r.status == "failed" and "credentials" in (r.error or "") for r in report.results)
     assert vendor.calls <= 3
+
+
+def test_credentials_revoked_mid_job_leave_every_paid_query_counted(tmp_path: Path) -> None:
+    class Revoking(FaultyVendor):
+        async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+            if self.calls >= 100:
+                raise AuthError("the vendor refused the credentials (HTTP 401)")
+            return await super().label_batch(images)
+
+    vendor = Revoking(latency_s=0.001)
+    report = _run(_spec(tmp_path, limits=VendorLimits(concurrency=8)), vendor, _images(3))
+    assert Counter(r.status for r in report.results)["failed"] >= 1
+    assert sum(r.queries for r in report.results) == _ledger(report.journal)[2] == vendor.billed.total()
 
 
 def test_a_corrupt_image_fails_alone(tmp_path: Path) -> None:
