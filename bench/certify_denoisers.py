@@ -25,6 +25,7 @@ from apiwrap.engine import CertificationSettings, ImageResult
 from apiwrap.images import find_images
 from apiwrap.jobs import JobSpec, run_job
 from apiwrap.report import certified_accuracy
+from denoisers import available_denoisers
 
 ROOT = Path(__file__).resolve().parents[1]
 RADII_IN_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
@@ -65,7 +66,7 @@ def main() -> None:
         "--denoisers",
         nargs="+",
         default=None,
-        help="shipped names or checkpoint paths; default none, fast-mse-sNNN and fast-stab-sNNN for --sigma",
+        help="shipped names or checkpoint paths; default none and the shipped fast-mse-/fast-stab-sNNN",
     )
     parser.add_argument("--vendor", default="local")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
@@ -73,7 +74,10 @@ def main() -> None:
     args = parser.parse_args()
     images = find_images([args.images])
     sigma_code = f"s{round(args.sigma * 100):03d}"
-    denoisers = args.denoisers or ["none", f"fast-mse-{sigma_code}", f"fast-stab-{sigma_code}"]
+    shipped = available_denoisers()
+    denoisers = args.denoisers or [
+        name for name in ("none", f"fast-mse-{sigma_code}", f"fast-stab-{sigma_code}") if name in shipped
+    ]
     radii = [args.sigma * multiple for multiple in RADII_IN_SIGMAS]
     output = "certification" + ("" if args.sigma == SEED_SIGMA else f"-sigma{args.sigma:g}")
 
