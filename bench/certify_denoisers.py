@@ -47,10 +47,15 @@ def imagenet_truth(name: str) -> str | None:
     return None if index is None else names[index].casefold()
 
 
+def sigma_suffix(sigma: float) -> str:
+    """What tells a job or output file at another sigma apart from the seed protocol's."""
+    return "" if sigma == SEED_SIGMA else f"-sigma{sigma:g}"
+
+
 def run(denoiser: str, images: list[Path], runs_dir: Path, vendor: str, sigma: float) -> list[ImageResult]:
     settings = CertificationSettings(vendor=vendor, sigma=sigma, n0=20, n=100, alpha=0.001, denoiser=denoiser)
     # a checkpoint path is journaled under its file name; the journal binds the weights' digest
-    job = f"denoisers-{vendor}-{Path(denoiser).stem}" + ("" if sigma == SEED_SIGMA else f"-sigma{sigma:g}")
+    job = f"denoisers-{vendor}-{Path(denoiser).stem}{sigma_suffix(sigma)}"
     spec = JobSpec(settings=settings, job=job, runs_dir=runs_dir, images_in_flight=8)
     report = asyncio.run(run_job(spec, [(str(p), p) for p in images]))
     return report.results
@@ -79,7 +84,7 @@ def main() -> None:
         name for name in ("none", f"fast-mse-{sigma_code}", f"fast-stab-{sigma_code}") if name in shipped
     ]
     radii = [args.sigma * multiple for multiple in RADII_IN_SIGMAS]
-    output = "certification" + ("" if args.sigma == SEED_SIGMA else f"-sigma{args.sigma:g}")
+    output = f"certification{sigma_suffix(args.sigma)}"
 
     rows = {}
     for denoiser in denoisers:
