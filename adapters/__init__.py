@@ -9,8 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from adapters.base import NO_LABEL, Adapter, ImageLimits, Label, VendorAnswer, canonical_label, top1
-from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
+from apiwrap.adapters.base import NO_LABEL, Adapter, ImageLimits, Label, VendorAnswer, canonical_label, top1
+from apiwrap.adapters.errors import (
+    AuthError,
+    Fatal,
+    MalformedAnswer,
+    Rejected,
+    Throttled,
+    Transient,
+    VendorError,
+)
 
 __all__ = [
     "NO_LABEL",
@@ -33,12 +41,12 @@ __all__ = [
 
 # name -> ("module:factory", pip extra that provides its SDK)
 _REGISTRY: dict[str, tuple[str, str | None]] = {
-    "local": ("adapters.local:create", None),
-    "aws": ("adapters.aws:create", "aws"),
-    "google": ("adapters.google:create", "google"),
-    "azure": ("adapters.azure:create", "azure"),
-    "clarifai": ("adapters.clarifai:create", "clarifai"),
-    "http": ("adapters.http:create", None),
+    "local": ("apiwrap.adapters.local:create", None),
+    "aws": ("apiwrap.adapters.aws:create", "aws"),
+    "google": ("apiwrap.adapters.google:create", "google"),
+    "azure": ("apiwrap.adapters.azure:create", "azure"),
+    "clarifai": ("apiwrap.adapters.clarifai:create", "clarifai"),
+    "http": ("apiwrap.adapters.http:create", None),
 }
 
 
@@ -61,7 +69,7 @@ def create_adapter(name: str, **options: Any) -> Adapter:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        hint = f": pip install 'apiwrap[{extra}]'" if extra else ""
+        hint = f": pip install 'apiwrap-certify[{extra}]'" if extra else ""
         raise ImportError(
             f"vendor {name!r} needs a package that is not installed ({exc.name}){hint}"
         ) from exc

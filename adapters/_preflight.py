@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from PIL import Image, UnidentifiedImageError
 
-from adapters.base import ImageLimits, VendorAnswer
-from adapters.errors import Rejected, VendorError
+from apiwrap.adapters.base import ImageLimits, VendorAnswer
+from apiwrap.adapters.errors import Rejected, VendorError
 
 __all__ = ["check_image", "label_one_at_a_time", "probe_image"]
 

@@ -18,10 +18,10 @@ import botocore.exceptions
 import botocore.parsers
 from botocore.config import Config
 
-from adapters._preflight import label_one_at_a_time
-from adapters._threads import BlockingRunner
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.errors import (
+from apiwrap.adapters._preflight import label_one_at_a_time
+from apiwrap.adapters._threads import BlockingRunner
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
     MalformedAnswer,

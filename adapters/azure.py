@@ -17,10 +17,18 @@ from azure.cognitiveservices.vision.computervision import ComputerVisionClient
 from azure.cognitiveservices.vision.computervision.models import ComputerVisionErrorResponseException
 from msrest.authentication import CognitiveServicesCredentials
 
-from adapters._preflight import label_one_at_a_time
-from adapters._threads import BlockingRunner
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
+from apiwrap.adapters._preflight import label_one_at_a_time
+from apiwrap.adapters._threads import BlockingRunner
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.errors import (
+    AuthError,
+    Fatal,
+    MalformedAnswer,
+    Rejected,
+    Throttled,
+    Transient,
+    VendorError,
+)
 
 __all__ = ["LIMITS", "AzureAdapter", "create"]
 

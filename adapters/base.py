@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from adapters.errors import Rejected, VendorError
+from apiwrap.adapters.errors import Rejected, VendorError
 
 __all__ = [
     "NO_LABEL",

@@ -19,10 +19,18 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 from google.protobuf import json_format
 
-from adapters._grpc_target import grpc_target
-from adapters._preflight import check_image
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
+from apiwrap.adapters._grpc_target import grpc_target
+from apiwrap.adapters._preflight import check_image
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.errors import (
+    AuthError,
+    Fatal,
+    MalformedAnswer,
+    Rejected,
+    Throttled,
+    Transient,
+    VendorError,
+)
 
 __all__ = ["LIMITS", "MAX_PIXELS", "ClarifaiAdapter", "create"]
 

@@ -21,10 +21,18 @@ from google.cloud.vision_v1.services.image_annotator.transports import ImageAnno
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
-from adapters._grpc_target import grpc_target
-from adapters._preflight import check_image
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
+from apiwrap.adapters._grpc_target import grpc_target
+from apiwrap.adapters._preflight import check_image
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.errors import (
+    AuthError,
+    Fatal,
+    MalformedAnswer,
+    Rejected,
+    Throttled,
+    Transient,
+    VendorError,
+)
 
 __all__ = ["LIMITS", "MAX_PIXELS", "GoogleVisionAdapter", "create"]
 

@@ -21,9 +21,17 @@ from typing import Any
 
 import httpx
 
-from adapters._preflight import label_one_at_a_time
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.errors import AuthError, Fatal, MalformedAnswer, Rejected, Throttled, Transient, VendorError
+from apiwrap.adapters._preflight import label_one_at_a_time
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.errors import (
+    AuthError,
+    Fatal,
+    MalformedAnswer,
+    Rejected,
+    Throttled,
+    Transient,
+    VendorError,
+)
 
 __all__ = ["IMAGE_PLACEHOLDER", "LIMITS", "HttpAdapter", "HttpSpec", "create"]
 

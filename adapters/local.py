@@ -11,9 +11,9 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.emulators.model import ImageModel
-from adapters.errors import Rejected, VendorError
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.emulators.model import ImageModel
+from apiwrap.adapters.errors import Rejected, VendorError
 
 __all__ = ["LocalAdapter", "create"]
 

@@ -14,7 +14,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adapters import available_vendors
+from apiwrap.adapters import available_vendors
+from apiwrap.budgets import BudgetError, PriceTable, format_usd
+from apiwrap.budgets import estimate as budget_estimate
 from apiwrap.cli_denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli_emulate import emulate
 from apiwrap.cli_serve import serve
@@ -25,8 +27,6 @@ from apiwrap.journal import JournalError
 from apiwrap.replay import replay_journal
 from apiwrap.report import DEFAULT_RADII, certified_accuracy, spending
 from apiwrap.scheduler import RetryPolicy, VendorLimits
-from budgets import BudgetError, PriceTable, format_usd
-from budgets import estimate as budget_estimate
 
 app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",

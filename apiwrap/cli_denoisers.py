@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from denoisers import Denoiser
+    from apiwrap.denoisers import Denoiser
 
 __all__ = ["eval_denoiser", "train_denoiser"]
 
@@ -71,8 +71,8 @@ def train_denoiser(
     device: Annotated[str | None, typer.Option(help="cuda or cpu; default CUDA when available.")] = None,
 ) -> None:
     """Train a denoiser (MSE, Stab or Stab+MSE) on random crops of an image folder."""
-    from denoisers.training import DEFAULT_EVAL_DATA, DEFAULT_TRAINING_DATA, TrainingConfig
-    from denoisers.training import train_denoiser as run_training
+    from apiwrap.denoisers.training import DEFAULT_EVAL_DATA, DEFAULT_TRAINING_DATA, TrainingConfig
+    from apiwrap.denoisers.training import train_denoiser as run_training
 
     try:
         config = TrainingConfig(
@@ -134,10 +134,10 @@ def eval_denoiser(
 ) -> None:
     """PSNR and SSIM of a denoiser on an image folder at a given sigma (seeded noise), and
     optionally classifier agreement, the quantity Stab training raises."""
-    from denoisers import load_denoiser
-    from denoisers.classifiers import CLASSIFIERS
-    from denoisers.evaluation import evaluate_folder
-    from denoisers.training import DEFAULT_EVAL_DATA
+    from apiwrap.denoisers import load_denoiser
+    from apiwrap.denoisers.classifiers import CLASSIFIERS
+    from apiwrap.denoisers.evaluation import evaluate_folder
+    from apiwrap.denoisers.training import DEFAULT_EVAL_DATA
 
     unknown = sorted(set(agreement or ()) - set(CLASSIFIERS))
     if unknown:
@@ -172,8 +172,8 @@ def _print_agreement(
     noises: int,
     image_size: int | None,
 ) -> None:
-    from denoisers.classifiers import load_classifier
-    from denoisers.evaluation import classifier_agreement
+    from apiwrap.denoisers.classifiers import load_classifier
+    from apiwrap.denoisers.evaluation import classifier_agreement
 
     framing = f"centre squares at {image_size}px" if image_size else "full images"
     table = Table(title=f"Classifier agreement, {noises} noisy copies per image, {framing}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from adapters.emulators import FAULTS, VENDORS, Emulator, EmulatorConfig, emulator
+from apiwrap.adapters.emulators import FAULTS, VENDORS, Emulator, EmulatorConfig, emulator
 
 __all__ = ["emulate", "parse_fault_rates"]
 

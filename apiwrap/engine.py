@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from apiwrap.allocation import Admission, BudgetAllocator
+from apiwrap.budgets import BudgetExceeded
 from apiwrap.certify import AbstainReason
 from apiwrap.images import ImageError, SourceImage, load_image
 from apiwrap.journal import Journal, QueryRecord
@@ -21,7 +22,6 @@ from apiwrap.procedures import CertificationSettings, ImageResult, Mode, decide,
 from apiwrap.samples import SamplePreparer
 from apiwrap.scheduler import JobAborted, QueryScheduler
 from apiwrap.sequential import ImageState
-from budgets import BudgetExceeded
 
 # CertificationSettings, ImageResult, Mode and decide live in apiwrap.procedures; re-exported here.
 __all__ = ["CertificationSettings", "Engine", "ImageResult", "Mode", "decide"]

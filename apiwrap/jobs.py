@@ -18,13 +18,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from adapters import Adapter, create_adapter
+from apiwrap.adapters import Adapter, create_adapter
 from apiwrap.allocation import AllocationStats, BudgetAllocator
+from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
 from apiwrap.engine import CertificationSettings, Engine, ImageResult
 from apiwrap.journal import Journal
 from apiwrap.samples import SamplePreparer
 from apiwrap.scheduler import QueryScheduler, RetryPolicy, VendorLimits
-from budgets import Budget, BudgetSnapshot, PriceTable
 
 __all__ = ["JobReport", "JobSpec", "journal_path", "load_denoise", "run_job"]
 
@@ -79,7 +79,7 @@ def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
     """The denoiser callable for ``name`` (None for ``none``), loaded once per job."""
     if name == "none":
         return None
-    from denoisers import load_denoiser
+    from apiwrap.denoisers import load_denoiser
 
     return load_denoiser(name, sigma, force=force)
 
@@ -126,7 +126,7 @@ async def run_job(
     for callers that build their own vendor client).
     """
     if spec.emulate and adapter is None:
-        from adapters.emulators import emulator
+        from apiwrap.adapters.emulators import emulator
 
         with emulator(spec.settings.vendor) as endpoint:
             emulated = dataclasses.replace(

@@ -24,10 +24,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.budgets import Budget, BudgetExceeded, Price
 from apiwrap.certify import FAILED_QUERY
 from apiwrap.journal import Journal, QueryRecord
-from budgets import Budget, BudgetExceeded, Price
 
 __all__ = ["JobAborted", "QueryScheduler", "RetryPolicy", "VendorLimits"]
 

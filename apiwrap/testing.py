@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from adapters.emulators import Emulator, EmulatorConfig, emulator
-from adapters.emulators.fakes import fake_classify, solid_png
-from adapters.errors import VendorError
+from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.emulators import Emulator, EmulatorConfig, emulator
+from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
+from apiwrap.adapters.errors import VendorError
 
 __all__ = [
     "ScriptedAdapter",

@@ -21,11 +21,11 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from apiwrap.denoisers import available_denoisers
 from apiwrap.engine import CertificationSettings, ImageResult
 from apiwrap.images import find_images
 from apiwrap.jobs import JobSpec, run_job
 from apiwrap.report import certified_accuracy
-from denoisers import available_denoisers
 
 ROOT = Path(__file__).resolve().parents[1]
 RADII_IN_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0)

@@ -30,8 +30,8 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from denoisers import ARCHITECTURES, Denoiser, available_denoisers, create_architecture, load_denoiser
-from denoisers.training import DEFAULT_EVAL_DATA, DEFAULT_TRAINING_DATA
+from apiwrap.denoisers import ARCHITECTURES, Denoiser, available_denoisers, create_architecture, load_denoiser
+from apiwrap.denoisers.training import DEFAULT_EVAL_DATA, DEFAULT_TRAINING_DATA
 
 EVALUATION_SET = DEFAULT_TRAINING_DATA.parent / "imagenet-api-dev"
 SIZE = 224
@@ -67,7 +67,7 @@ def _speed_in_subprocess(architecture: str, batch: int, threads: int, seconds: f
 
 def _quality(architecture: str, agreement_images: int) -> list[dict[str, object]]:
     """PSNR/SSIM (and lite2 agreement) of the shipped checkpoints of one architecture at SIGMA."""
-    from denoisers.evaluation import classifier_agreement, evaluate_folder
+    from apiwrap.denoisers.evaluation import classifier_agreement, evaluate_folder
 
     rows = []
     names = [name for name in available_denoisers()[1:] if _architecture_of(name) == architecture]
@@ -80,7 +80,7 @@ def _quality(architecture: str, agreement_images: int) -> list[dict[str, object]
         scores = evaluate_folder(denoiser, DEFAULT_EVAL_DATA, SIGMA)
         row: dict[str, object] = {"checkpoint": name, "psnr": scores.psnr, "ssim": scores.ssim}
         if agreement_images:
-            from denoisers.classifiers import load_classifier
+            from apiwrap.denoisers.classifiers import load_classifier
 
             agreement = classifier_agreement(
                 denoiser,

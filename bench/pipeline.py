@@ -18,13 +18,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
+from apiwrap.adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
+from apiwrap.budgets import Price, PriceTable
 from apiwrap.engine import CertificationSettings
 from apiwrap.images import find_images, load_image
 from apiwrap.jobs import JobSpec, load_denoise, run_job
 from apiwrap.samples import SamplePreparer
 from apiwrap.scheduler import VendorLimits
-from budgets import Price, PriceTable
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

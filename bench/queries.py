@@ -28,11 +28,11 @@ from decimal import Decimal
 from pathlib import Path
 from statistics import mean
 
+from apiwrap.budgets import Price, PriceTable, format_usd
 from apiwrap.engine import CertificationSettings
 from apiwrap.images import find_images
 from apiwrap.jobs import JobReport, JobSpec, run_job
 from apiwrap.report import certified_accuracy, certified_at, spending
-from budgets import Price, PriceTable, format_usd
 
 ROOT = Path(__file__).resolve().parents[1]
 RADII = (0.0, 0.125, 0.25, 0.375, 0.5)

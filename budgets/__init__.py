@@ -14,11 +14,11 @@ Errors: ``BudgetError`` > ``BudgetExceeded`` | ``PriceConfigError`` | ``Reservat
 
 from __future__ import annotations
 
-from budgets._budget import Budget, BudgetSnapshot, Headroom, Reservation, Tally
-from budgets._errors import BudgetError, BudgetExceeded, PriceConfigError, ReservationError
-from budgets._estimate import Estimate, estimate
-from budgets._money import MICRO_USD_PER_USD, format_usd, from_micro_usd, parse_usd, to_micro_usd
-from budgets._prices import DEFAULT_BILLABLE, OUTCOMES, RETRIED_OUTCOMES, Price, PriceTable
+from apiwrap.budgets._budget import Budget, BudgetSnapshot, Headroom, Reservation, Tally
+from apiwrap.budgets._errors import BudgetError, BudgetExceeded, PriceConfigError, ReservationError
+from apiwrap.budgets._estimate import Estimate, estimate
+from apiwrap.budgets._money import MICRO_USD_PER_USD, format_usd, from_micro_usd, parse_usd, to_micro_usd
+from apiwrap.budgets._prices import DEFAULT_BILLABLE, OUTCOMES, RETRIED_OUTCOMES, Price, PriceTable
 
 __all__ = [
     "DEFAULT_BILLABLE",

@@ -25,8 +25,8 @@ import threading
 from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 
-from budgets._errors import BudgetExceeded, ReservationError
-from budgets._money import format_usd, from_micro_usd, to_micro_usd
+from apiwrap.budgets._errors import BudgetExceeded, ReservationError
+from apiwrap.budgets._money import format_usd, from_micro_usd, to_micro_usd
 
 __all__ = ["Budget", "BudgetSnapshot", "Headroom", "Reservation", "Tally"]
 

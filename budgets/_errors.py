@@ -17,7 +17,7 @@ __all__ = ["BudgetError", "BudgetExceeded", "PriceConfigError", "ReservationErro
 
 
 class BudgetError(Exception):
-    """Base of every error raised by :mod:`budgets`."""
+    """Base of every error raised by :mod:`apiwrap.budgets`."""
 
 
 class BudgetExceeded(BudgetError):

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from budgets._money import format_usd, from_micro_usd
-from budgets._prices import RETRIED_OUTCOMES, Price, PriceTable
+from apiwrap.budgets._money import format_usd, from_micro_usd
+from apiwrap.budgets._prices import RETRIED_OUTCOMES, Price, PriceTable
 
 __all__ = ["Estimate", "estimate"]
 

@@ -21,12 +21,12 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
-from budgets._errors import PriceConfigError
-from budgets._money import format_usd, parse_usd, to_micro_usd
+from apiwrap.budgets._errors import PriceConfigError
+from apiwrap.budgets._money import format_usd, parse_usd, to_micro_usd
 
 __all__ = ["DEFAULT_BILLABLE", "OUTCOMES", "RETRIED_OUTCOMES", "Price", "PriceTable"]
 
-#: Every outcome the engine records for one attempt (``adapters.errors.VendorError.outcome``,
+#: Every outcome the engine records for one attempt (``apiwrap.adapters.errors.VendorError.outcome``,
 #: plus ``"ok"`` for an answer, an empty label list included).
 OUTCOMES = frozenset({"ok", "throttled", "transient", "malformed", "rejected", "auth", "fatal"})
 

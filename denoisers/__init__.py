@@ -5,8 +5,14 @@ The engine depends on exactly `__all__`: `load_denoiser(name_or_path, sigma)` re
 `available_denoisers()` lists the shipped names ("none" is the identity).
 """
 
-from denoisers.architectures import ARCHITECTURES, create_architecture
-from denoisers.denoiser import Denoiser, available_denoisers, load_checkpoint, load_denoiser, save_checkpoint
+from apiwrap.denoisers.architectures import ARCHITECTURES, create_architecture
+from apiwrap.denoisers.denoiser import (
+    Denoiser,
+    available_denoisers,
+    load_checkpoint,
+    load_denoiser,
+    save_checkpoint,
+)
 
 __all__ = [
     "ARCHITECTURES",

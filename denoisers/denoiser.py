@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from denoisers.architectures import create_architecture
+from apiwrap.denoisers.architectures import create_architecture
 
 __all__ = [
     "CHECKPOINT_DIR",

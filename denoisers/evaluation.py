@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional
 
-from denoisers.data import list_images, load_image
+from apiwrap.denoisers.data import list_images, load_image
 
 __all__ = [
     "AgreementScores",

@@ -28,11 +28,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from torch import nn
 from torch.nn import functional
 
-from denoisers.architectures import create_architecture
-from denoisers.classifiers import load_classifier
-from denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
-from denoisers.denoiser import Denoiser, load_checkpoint, save_checkpoint
-from denoisers.evaluation import evaluate_folder, psnr
+from apiwrap.denoisers.architectures import create_architecture
+from apiwrap.denoisers.classifiers import load_classifier
+from apiwrap.denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
+from apiwrap.denoisers.denoiser import Denoiser, load_checkpoint, save_checkpoint
+from apiwrap.denoisers.evaluation import evaluate_folder, psnr
 
 __all__ = [
     "DEFAULT_EVAL_DATA",
@@ -131,7 +131,7 @@ class TrainingConfig:
 def _initial_network(config: TrainingConfig) -> tuple[nn.Module, dict[str, Any] | None]:
     if config.init_from is None:
         return create_architecture(config.architecture, **config.architecture_kwargs), None
-    from denoisers.denoiser import CHECKPOINT_DIR
+    from apiwrap.denoisers.denoiser import CHECKPOINT_DIR
 
     shipped = CHECKPOINT_DIR / f"{config.init_from}.pt"
     network, parent = load_checkpoint(shipped if shipped.is_file() else config.init_from)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adapters import (
+from apiwrap.adapters import (
     ImageLimits,
     Label,
     MalformedAnswer,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
-from adapters.aws import _vendor_error
-from adapters.emulators.fakes import solid_png
-from adapters.emulators.model import ImageModel
+from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from apiwrap.adapters.aws import _vendor_error
+from apiwrap.adapters.emulators.fakes import solid_png
+from apiwrap.adapters.emulators.model import ImageModel
 
 pytest_plugins = ["apiwrap.testing"]
 
@@ -85,7 +85,7 @@ async def test_input_over_the_limits_is_refused_before_sending(vendor_emulator, 
 
 
 async def test_vendor_side_limit_errors_are_rejected(vendor_emulator) -> None:
-    from adapters.base import ImageLimits
+    from apiwrap.adapters.base import ImageLimits
 
     emulator = vendor_emulator("aws", limits=ImageLimits(max_bytes=100))
     adapter = create_adapter("aws", endpoint=emulator.endpoint)

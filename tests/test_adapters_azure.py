@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
-from adapters.base import ImageLimits
-from adapters.emulators.fakes import solid_png
-from adapters.emulators.model import ImageModel
+from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators.fakes import solid_png
+from apiwrap.adapters.emulators.model import ImageModel
 
 pytest_plugins = ["apiwrap.testing"]
 

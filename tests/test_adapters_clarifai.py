@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 
-from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
-from adapters.base import ImageLimits
-from adapters.clarifai import _vendor_error
-from adapters.emulators.fakes import solid_png
-from adapters.emulators.model import ImageModel
+from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.clarifai import _vendor_error
+from apiwrap.adapters.emulators.fakes import solid_png
+from apiwrap.adapters.emulators.model import ImageModel
 
 pytest_plugins = ["apiwrap.testing"]
 

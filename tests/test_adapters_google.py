@@ -7,11 +7,11 @@ from google.api_core import exceptions as api_exceptions
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
-from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
-from adapters.base import ImageLimits
-from adapters.emulators.fakes import solid_png
-from adapters.emulators.model import ImageModel
-from adapters.google import _vendor_error
+from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators.fakes import solid_png
+from apiwrap.adapters.emulators.model import ImageModel
+from apiwrap.adapters.google import _vendor_error
 
 pytest_plugins = ["apiwrap.testing"]
 

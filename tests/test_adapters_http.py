@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
-from adapters.emulators.fakes import solid_png
-from adapters.http import _vendor_error
+from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
+from apiwrap.adapters.emulators.fakes import solid_png
+from apiwrap.adapters.http import _vendor_error
 
 pytest_plugins = ["apiwrap.testing"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from adapters import Adapter, Rejected, Throttled, VendorAnswer, create_adapter
-from adapters.base import Label
-from adapters.emulators.fakes import fake_classify, solid_png
+from apiwrap.adapters import Adapter, Rejected, Throttled, VendorAnswer, create_adapter
+from apiwrap.adapters.base import Label
+from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
 
 pytest_plugins = ["apiwrap.testing"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import adapters.errors
-from budgets import (
+from apiwrap.adapters import errors as vendor_errors
+from apiwrap.budgets import (
     DEFAULT_BILLABLE,
     OUTCOMES,
     RETRIED_OUTCOMES,
@@ -81,12 +81,12 @@ def test_default_prices_follow_the_vendor_reference() -> None:
 
 def test_outcomes_match_the_adapter_error_tree() -> None:
     errors = [
-        adapters.errors.Throttled("x"),
-        adapters.errors.Transient("x"),
-        adapters.errors.MalformedAnswer("x"),
-        adapters.errors.Rejected("x"),
-        adapters.errors.AuthError("x"),
-        adapters.errors.Fatal("x"),
+        vendor_errors.Throttled("x"),
+        vendor_errors.Transient("x"),
+        vendor_errors.MalformedAnswer("x"),
+        vendor_errors.Rejected("x"),
+        vendor_errors.AuthError("x"),
+        vendor_errors.Fatal("x"),
     ]
     assert {e.outcome for e in errors} | {"ok"} == OUTCOMES
     assert {e.outcome for e in errors if e.retryable} == RETRIED_OUTCOMES

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from denoisers import (
+from apiwrap.denoisers import (
     ARCHITECTURES,
     Denoiser,
     available_denoisers,
@@ -18,10 +18,10 @@ from denoisers import (
     load_denoiser,
     save_checkpoint,
 )
-from denoisers.classifiers import load_classifier
-from denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
-from denoisers.evaluation import classifier_agreement, evaluate_folder, psnr, square_crop, ssim
-from denoisers.training import TrainingConfig, build_loss, train_denoiser
+from apiwrap.denoisers.classifiers import load_classifier
+from apiwrap.denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
+from apiwrap.denoisers.evaluation import classifier_agreement, evaluate_folder, psnr, square_crop, ssim
+from apiwrap.denoisers.training import TrainingConfig, build_loss, train_denoiser
 
 # small configurations keep the suite fast; the defaults are exercised by shape only
 TINY_KWARGS = {

@@ -8,10 +8,10 @@ import time
 import httpx
 import pytest
 
-from adapters.base import ImageLimits
-from adapters.emulators import EmulatorConfig, emulator
-from adapters.emulators.fakes import fake_classify, solid_png
-from adapters.emulators.model import ImageModel
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
+from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
+from apiwrap.adapters.emulators.model import ImageModel
 
 pytest_plugins = ["apiwrap.testing"]
 

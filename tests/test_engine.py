@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters import AuthError, VendorAnswer, VendorError
+from apiwrap.adapters import AuthError, VendorAnswer, VendorError
+from apiwrap.budgets import Price, PriceTable
 from apiwrap.certify import AbstainReason
 from apiwrap.engine import CertificationSettings
 from apiwrap.jobs import JobReport, JobSpec, run_job
 from apiwrap.journal import JournalError
 from apiwrap.scheduler import RetryPolicy, VendorLimits
-from budgets import Price, PriceTable
 from tests.fakes import FaultRates, FaultyVendor
 
 FAST_RETRY = RetryPolicy(max_attempts=8, deadline_s=30, backoff_base_s=0.0005, backoff_max_s=0.005)
@@ -217,7 +217,7 @@ def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -
 def test_a_retrained_denoiser_under_the_same_name_cannot_resume_the_job(tmp_path: Path) -> None:
     import torch
 
-    from denoisers import create_architecture, save_checkpoint
+    from apiwrap.denoisers import create_architecture, save_checkpoint
 
     torch.manual_seed(0)
     network = create_architecture("fast")

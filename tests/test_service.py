@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
-from adapters.emulators import Emulator, EmulatorConfig, emulator
+from apiwrap.adapters.emulators import Emulator, EmulatorConfig, emulator
 from apiwrap.scheduler import VendorLimits
 from apiwrap.service import ServiceConfig, TenantConfig, VendorConfig, create_app, hash_key
 from apiwrap.testing import fake_classify, solid_png

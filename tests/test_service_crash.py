@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from adapters.emulators import EmulatorConfig, emulator
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.service import add_tenant
 from apiwrap.testing import fake_classify, solid_png
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from adapters.emulators import EmulatorConfig, emulator
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.service import create_app
 from apiwrap.testing import fake_classify
 from tests.test_service import KEYS, ServerThread, service_config

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adapters.emulators import EmulatorConfig, emulator
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.engine import CertificationSettings
 from apiwrap.jobs import JobReport, JobSpec, run_job
 from apiwrap.scheduler import RetryPolicy

@@ -3,7 +3,7 @@
 Each emulator is a real server on 127.0.0.1 speaking the vendor's protocol, so the
 official SDKs run end to end offline::
 
-    from adapters.emulators import EmulatorConfig, emulator
+    from apiwrap.adapters.emulators import EmulatorConfig, emulator
 
     with emulator("aws", EmulatorConfig(tps=5)) as endpoint:
         adapter = create_adapter("aws", endpoint=endpoint)
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import importlib
 
-from adapters.emulators.core import FAULTS, Emulator, EmulatorConfig, Fault
+from apiwrap.adapters.emulators.core import FAULTS, Emulator, EmulatorConfig, Fault
 
 __all__ = ["FAULTS", "VENDORS", "Emulator", "EmulatorConfig", "Fault", "emulator", "start_emulator"]
 
 # vendor -> "module:class"
 _EMULATORS: dict[str, str] = {
-    "aws": "adapters.emulators.aws:AwsEmulator",
-    "google": "adapters.emulators.google:GoogleEmulator",
-    "azure": "adapters.emulators.azure:AzureEmulator",
-    "clarifai": "adapters.emulators.clarifai:ClarifaiEmulator",
+    "aws": "apiwrap.adapters.emulators.aws:AwsEmulator",
+    "google": "apiwrap.adapters.emulators.google:GoogleEmulator",
+    "azure": "apiwrap.adapters.emulators.azure:AzureEmulator",
+    "clarifai": "apiwrap.adapters.emulators.clarifai:ClarifaiEmulator",
 }
 
 #: Vendors that have an emulator.

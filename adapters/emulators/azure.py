@@ -12,11 +12,11 @@ import math
 import uuid
 from typing import Any
 
-from adapters._preflight import probe_image
-from adapters.base import ImageLimits
-from adapters.emulators._http import ConnectionReset, HttpReply, HttpRequest, HttpServer, json_reply
-from adapters.emulators.core import Emulator, EmulatorConfig
-from adapters.errors import Rejected
+from apiwrap.adapters._preflight import probe_image
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators._http import ConnectionReset, HttpReply, HttpRequest, HttpServer, json_reply
+from apiwrap.adapters.emulators.core import Emulator, EmulatorConfig
+from apiwrap.adapters.errors import Rejected
 
 __all__ = ["AzureEmulator", "start"]
 

@@ -18,11 +18,11 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 from google.protobuf import message as protobuf_message
 
-from adapters._preflight import probe_image
-from adapters.base import ImageLimits
-from adapters.emulators._grpc import GrpcServer
-from adapters.emulators.core import Emulator, EmulatorConfig
-from adapters.errors import Rejected
+from apiwrap.adapters._preflight import probe_image
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators._grpc import GrpcServer
+from apiwrap.adapters.emulators.core import Emulator, EmulatorConfig
+from apiwrap.adapters.errors import Rejected
 
 __all__ = ["ClarifaiEmulator", "start"]
 

@@ -18,8 +18,8 @@ from functools import cache
 from types import TracebackType
 from typing import ClassVar, Literal, cast, get_args
 
-from adapters.base import ImageLimits
-from adapters.emulators.model import Classify, ImageModel
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators.model import Classify, ImageModel
 
 __all__ = ["FAULTS", "Action", "CallPolicy", "Emulator", "EmulatorConfig", "Fault"]
 
@@ -36,7 +36,7 @@ FAULTS: tuple[Fault, ...] = get_args(Fault)
 class EmulatorConfig:
     """How an emulated vendor behaves. Every field has a default that answers every call."""
 
-    #: Classifier behind the labels (see :data:`denoisers.classifiers.CLASSIFIERS`).
+    #: Classifier behind the labels (see :data:`apiwrap.denoisers.classifiers.CLASSIFIERS`).
     model: str = "efficientnet-lite2"
     #: Replaces the classifier, e.g. a cheap fake in tests: image bytes -> top-k (name, score).
     classify: Classify | None = None

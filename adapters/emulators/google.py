@@ -23,12 +23,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from adapters._preflight import probe_image
-from adapters.base import ImageLimits
-from adapters.emulators._grpc import GrpcServer
-from adapters.emulators._http import ConnectionReset, HttpReply, HttpRequest, HttpServer, json_reply
-from adapters.emulators.core import Action, Emulator, EmulatorConfig
-from adapters.errors import Rejected
+from apiwrap.adapters._preflight import probe_image
+from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators._grpc import GrpcServer
+from apiwrap.adapters.emulators._http import ConnectionReset, HttpReply, HttpRequest, HttpServer, json_reply
+from apiwrap.adapters.emulators.core import Action, Emulator, EmulatorConfig
+from apiwrap.adapters.errors import Rejected
 
 __all__ = ["GoogleEmulator", "start"]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from denoisers.classifiers import imagenet_class_names, load_classifier
+from apiwrap.denoisers.classifiers import imagenet_class_names, load_classifier
 
 __all__ = ["Classify", "ImageModel", "decode_rgb"]
 

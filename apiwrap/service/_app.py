@@ -14,7 +14,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from adapters import create_adapter
+from apiwrap.adapters import create_adapter
+from apiwrap.budgets import BudgetExceeded, PriceTable, format_usd
+from apiwrap.denoisers import available_denoisers
 from apiwrap.engine import CertificationSettings, Mode
 from apiwrap.jobs import load_denoise
 from apiwrap.procedures import Design, Selection
@@ -33,8 +35,6 @@ from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._store import Store
 from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, BodyLimit, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
-from budgets import BudgetExceeded, PriceTable, format_usd
-from denoisers import available_denoisers
 
 __all__ = ["CertifyParams", "JobParams", "create_app"]
 

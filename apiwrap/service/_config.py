@@ -38,8 +38,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from apiwrap.budgets import parse_usd
 from apiwrap.scheduler import VendorLimits
-from budgets import parse_usd
 
 __all__ = [
     "ServiceConfig",

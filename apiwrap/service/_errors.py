@@ -33,9 +33,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from adapters import Rejected, Throttled
+from apiwrap.adapters import Rejected, Throttled
+from apiwrap.budgets import BudgetExceeded, format_usd
 from apiwrap.images import ImageError
-from budgets import BudgetExceeded, format_usd
 
 __all__ = [
     "EXCEPTION_HANDLERS",

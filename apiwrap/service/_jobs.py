@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from apiwrap.budgets import Budget, PriceTable, Reservation, format_usd, from_micro_usd
 from apiwrap.engine import CertificationSettings, ImageResult
 from apiwrap.jobs import JobSpec, journal_path, run_job
 from apiwrap.journal import Journal
@@ -36,7 +37,6 @@ from apiwrap.service._errors import Busy, Conflict, NotFound
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._store import JobRow, JobStatus, Store
 from apiwrap.service._vendors import JobAdapter, SharedVendor
-from budgets import Budget, PriceTable, Reservation, format_usd, from_micro_usd
 
 __all__ = ["JobManager", "JobView"]
 

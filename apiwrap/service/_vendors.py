@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from adapters import Adapter, Fatal, ImageLimits, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.adapters import Adapter, Fatal, ImageLimits, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.budgets import Price
 from apiwrap.service._metrics import Metrics
-from budgets import Price
 
 __all__ = ["FairGate", "JobAdapter", "SharedVendor"]
 
