@@ -19,6 +19,7 @@ from apiwrap.adapters.errors import (
     Transient,
     VendorError,
 )
+from apiwrap.errors import ConfigurationError, MissingExtra
 
 __all__ = [
     "NO_LABEL",
@@ -64,13 +65,15 @@ def create_adapter(name: str, **options: Any) -> Adapter:
     try:
         target, extra = _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown vendor {name!r}; choose one of {', '.join(available_vendors())}") from None
+        raise ConfigurationError(
+            f"unknown vendor {name!r}; choose one of {', '.join(available_vendors())}"
+        ) from None
     module_name, factory_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         hint = f": pip install 'apiwrap-certify[{extra}]'" if extra else ""
-        raise ImportError(
+        raise MissingExtra(
             f"vendor {name!r} needs a package that is not installed ({exc.name}){hint}"
         ) from exc
     return getattr(module, factory_name)(**options)

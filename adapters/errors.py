@@ -15,6 +15,8 @@ Messages never carry credentials.
 
 from __future__ import annotations
 
+from apiwrap.errors import ApiwrapError
+
 __all__ = [
     "AuthError",
     "Fatal",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class VendorError(Exception):
+class VendorError(ApiwrapError):
     """Base of every failure of a vendor query."""
 
     #: Short machine-readable outcome recorded in the journal and the budget ledger.

@@ -22,13 +22,13 @@ from importlib import resources
 from pathlib import Path
 
 from apiwrap.denoisers import available_denoisers
-from apiwrap.engine import CertificationSettings, ImageResult
-from apiwrap.images import find_images
-from apiwrap.jobs import JobSpec, run_job
-from apiwrap.report import certified_accuracy
+from apiwrap.engine.images import find_images
+from apiwrap.engine.jobs import JobSpec, run_job
+from apiwrap.statistics.procedures import CertificationSettings, ImageResult
+from apiwrap.statistics.radii import report_radii
+from apiwrap.statistics.summary import certified_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
-RADII_IN_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 SEED_SIGMA = 0.25
 
 
@@ -83,7 +83,7 @@ def main() -> None:
     denoisers = args.denoisers or [
         name for name in ("none", f"fast-mse-{sigma_code}", f"fast-stab-{sigma_code}") if name in shipped
     ]
-    radii = [args.sigma * multiple for multiple in RADII_IN_SIGMAS]
+    radii = report_radii(args.sigma)
     output = f"certification{sigma_suffix(args.sigma)}"
 
     rows = {}

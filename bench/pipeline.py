@@ -20,11 +20,11 @@ from pathlib import Path
 
 from apiwrap.adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
-from apiwrap.engine import CertificationSettings
-from apiwrap.images import find_images, load_image
-from apiwrap.jobs import JobSpec, load_denoise, run_job
-from apiwrap.samples import SamplePreparer
-from apiwrap.scheduler import VendorLimits
+from apiwrap.engine.images import find_images, load_image
+from apiwrap.engine.jobs import JobSpec, load_denoise, run_job
+from apiwrap.engine.samples import SamplePreparer
+from apiwrap.engine.scheduler import VendorLimits
+from apiwrap.statistics.procedures import CertificationSettings
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

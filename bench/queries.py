@@ -29,13 +29,14 @@ from pathlib import Path
 from statistics import mean
 
 from apiwrap.budgets import Price, PriceTable, format_usd
-from apiwrap.engine import CertificationSettings
-from apiwrap.images import find_images
-from apiwrap.jobs import JobReport, JobSpec, run_job
-from apiwrap.report import certified_accuracy, certified_at, spending
+from apiwrap.engine.images import find_images
+from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.statistics.radii import report_radii
+from apiwrap.statistics.summary import certified_accuracy, certified_at, spending
 
 ROOT = Path(__file__).resolve().parents[1]
-RADII = (0.0, 0.125, 0.25, 0.375, 0.5)
+RADII = report_radii(0.25)
 DESIGNS: dict[str, dict[str, object]] = {
     "seed": {"n0": 20, "n": 100},
     "target": {"design": "target", "target_radius": 0.25, "max_queries": 400},

@@ -1,4 +1,4 @@
-"""Simulation study of the sequential designs in apiwrap.sequential on a synthetic base classifier.
+"""Simulation study of the sequential designs in apiwrap.statistics.sequential on a synthetic base classifier.
 
 The base classifier votes for the candidate with a known probability pA (independent votes, as
 under fresh Gaussian noise). For each design and pA: mean and max estimation queries per image and
@@ -25,7 +25,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from apiwrap.sequential import (
+from apiwrap.statistics.sequential import (
     BestRadiusDesign,
     GroupSequentialDesign,
     LeaderSelection,

@@ -36,7 +36,7 @@ from apiwrap.service import add_tenant
 from apiwrap.testing import fake_classify, solid_png
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVE = "import typer; from apiwrap.cli_serve import serve; typer.run(serve)"
+SERVE = "import typer; from apiwrap.cli.serve import serve; typer.run(serve)"
 PARAMS = {"n0": 5, "n": 20}
 QUERIES_PER_CERTIFICATE = 1 + 5 + 20
 CLIENTS = ("heavy",) * 6 + ("light",) * 2

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from typing import Literal
 
+from apiwrap.errors import ApiwrapError
+
 __all__ = ["BudgetError", "BudgetExceeded", "PriceConfigError", "ReservationError"]
 
 
-class BudgetError(Exception):
+class BudgetError(ApiwrapError):
     """Base of every error raised by :mod:`apiwrap.budgets`."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 
+from apiwrap.errors import ConfigurationError
+
 __all__ = ["MICRO_USD_PER_USD", "format_usd", "from_micro_usd", "parse_usd", "to_micro_usd"]
 
 MICRO_USD_PER_USD = 1_000_000
@@ -26,7 +28,7 @@ def parse_usd(amount: Decimal | str | int | float) -> Decimal:
     Raises :class:`ValueError` for anything else, including negatives, NaN and infinity.
     """
     if isinstance(amount, bool):  # bool is an int; True dollars is always a mistake
-        raise ValueError(f"not an amount of money: {amount!r}")
+        raise ConfigurationError(f"not an amount of money: {amount!r}")
     if isinstance(amount, float):
         amount = repr(amount)
     if isinstance(amount, str):
@@ -34,13 +36,13 @@ def parse_usd(amount: Decimal | str | int | float) -> Decimal:
         try:
             value = Decimal(text)
         except InvalidOperation:
-            raise ValueError(f"not an amount of money: {amount!r}") from None
+            raise ConfigurationError(f"not an amount of money: {amount!r}") from None
     elif isinstance(amount, Decimal | int):
         value = Decimal(amount)
     else:
-        raise ValueError(f"not an amount of money: {amount!r}")
+        raise ConfigurationError(f"not an amount of money: {amount!r}")
     if not value.is_finite() or value < 0:
-        raise ValueError(f"an amount of money must be finite and >= 0, got {amount!r}")
+        raise ConfigurationError(f"an amount of money must be finite and >= 0, got {amount!r}")
     return value
 
 
@@ -54,7 +56,7 @@ def to_micro_usd(amount: Decimal | str | int | float, rounding: str | None = Non
     micro = parse_usd(amount) * _MICRO
     whole = micro.to_integral_value(rounding=rounding or ROUND_FLOOR)
     if rounding is None and whole != micro:
-        raise ValueError(f"{amount!r} is not a whole number of micro-dollars; choose a rounding")
+        raise ConfigurationError(f"{amount!r} is not a whole number of micro-dollars; choose a rounding")
     return int(whole)
 
 

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from apiwrap.errors import ConfigurationError
+
 __all__ = ["ARCHITECTURES", "DnCNN", "FastDenoiser", "MemNet", "create_architecture"]
 
 
@@ -179,5 +181,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
 def create_architecture(name: str, **kwargs: Any) -> nn.Module:
     """Builds an untrained network by registry name; kwargs override the architecture's defaults."""
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown denoiser architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+        raise ConfigurationError(
+            f"unknown denoiser architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}"
+        )
     return ARCHITECTURES[name](**kwargs)

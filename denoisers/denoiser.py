@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from apiwrap.denoisers.architectures import create_architecture
+from apiwrap.errors import ConfigurationError
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -71,7 +72,7 @@ class Denoiser:
 
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
         if noisy.ndim != 4 or noisy.shape[1] != 3:
-            raise ValueError(f"expected a (B, 3, H, W) batch, got shape {tuple(noisy.shape)}")
+            raise ConfigurationError(f"expected a (B, 3, H, W) batch, got shape {tuple(noisy.shape)}")
         if self.network is None:
             return noisy.float().clamp(0.0, 1.0)
         outputs = []
@@ -90,7 +91,7 @@ def save_checkpoint(network: nn.Module, path: str | Path, metadata: dict[str, An
     """
     missing = {"architecture", "architecture_kwargs", "sigma"} - metadata.keys()
     if missing:
-        raise ValueError(f"checkpoint metadata lacks {', '.join(sorted(missing))}")
+        raise ConfigurationError(f"checkpoint metadata lacks {', '.join(sorted(missing))}")
     weights_path = Path(path).with_suffix(".pt")
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
@@ -135,14 +136,14 @@ def load_denoiser(
     elif candidate.with_suffix(".pt").is_file():
         path = candidate.with_suffix(".pt")
     else:
-        raise ValueError(
+        raise ConfigurationError(
             f"unknown denoiser {name_or_path!r}: not a shipped name nor a checkpoint path; "
             f"available: {', '.join(available_denoisers())}"
         )
     network, metadata = load_checkpoint(path)
     trained_sigma = float(metadata["sigma"])
     if not math.isclose(trained_sigma, sigma, abs_tol=_SIGMA_TOLERANCE) and not force:
-        raise ValueError(
+        raise ConfigurationError(
             f"denoiser {name_or_path!r} was trained for sigma={trained_sigma:g} but sigma={sigma:g} was "
             f"requested; pick a denoiser trained at sigma={sigma:g} or pass force=True (--force-denoiser)"
         )

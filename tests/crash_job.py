@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from apiwrap.jobs import run_job
+from apiwrap.engine.jobs import run_job
 from tests.fakes import FaultyVendor
 from tests.test_engine import PRICES, _images, _spec
 

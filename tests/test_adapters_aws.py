@@ -9,8 +9,6 @@ from apiwrap.adapters.aws import _vendor_error
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
 
-pytest_plugins = ["apiwrap.testing"]
-
 RIGHT_KEY = "AKIAEMULATORRIGHT1"
 WRONG_KEY = "AKIAEMULATORWRONG2"
 

@@ -9,8 +9,6 @@ from apiwrap.adapters.base import ImageLimits
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
 
-pytest_plugins = ["apiwrap.testing"]
-
 RIGHT_KEY = "0123456789abcdef-right"
 WRONG_KEY = "fedcba9876543210-wrong"
 

@@ -11,8 +11,6 @@ from apiwrap.adapters.clarifai import _vendor_error
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
 
-pytest_plugins = ["apiwrap.testing"]
-
 RIGHT_PAT = "pat-right-0123456789"
 WRONG_PAT = "pat-wrong-9876543210"
 

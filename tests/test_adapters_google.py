@@ -13,8 +13,6 @@ from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
 from apiwrap.adapters.google import _vendor_error
 
-pytest_plugins = ["apiwrap.testing"]
-
 RIGHT_KEY = "AIzaEmulatorRightKey000"
 WRONG_KEY = "AIzaEmulatorWrongKey999"
 

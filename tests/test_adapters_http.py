@@ -8,8 +8,6 @@ from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Tr
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.http import _vendor_error
 
-pytest_plugins = ["apiwrap.testing"]
-
 KEY = "AIzaHttpAdapterKey0001"
 GOOGLE_REST = {
     "body_template": {

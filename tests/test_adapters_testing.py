@@ -8,8 +8,6 @@ from apiwrap.adapters import Adapter, Rejected, Throttled, VendorAnswer, create_
 from apiwrap.adapters.base import Label
 from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
 
-pytest_plugins = ["apiwrap.testing"]
-
 
 async def test_scripted_adapter_follows_its_script(scripted_adapter) -> None:
     answer = VendorAnswer((Label("dog", 0.6), Label("cat", 0.6)), "v2", "{}")

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from apiwrap.allocation import Admission, BudgetAllocator
-from apiwrap.certify import AbstainReason
-from apiwrap.jobs import JobReport
-from apiwrap.replay import replay_journal
-from apiwrap.report import spending
-from apiwrap.sequential import ImageState
+from apiwrap.engine.allocator import BudgetAllocator
+from apiwrap.engine.jobs import JobReport
+from apiwrap.engine.replay import replay_journal
+from apiwrap.statistics.allocation import Admission, ImageState
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.summary import spending
 from tests.fakes import FaultyVendor
 from tests.test_engine import _certificates, _run, _spec
 from tests.test_sequential_engine import _settings

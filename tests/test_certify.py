@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from apiwrap.certify import FAILED_QUERY, AbstainReason, certify, clopper_pearson_lower, predict
+from apiwrap.statistics.fixed import AbstainReason, certify, clopper_pearson_lower, predict
+from apiwrap.statistics.votes import FAILED_QUERY
 
 ALPHA = 0.01
 TRIALS = 40_000

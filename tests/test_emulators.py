@@ -13,8 +13,6 @@ from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
 from apiwrap.adapters.emulators.model import ImageModel
 
-pytest_plugins = ["apiwrap.testing"]
-
 
 def _rest_body(feature_type: int | str) -> dict:
     content = base64.b64encode(solid_png((20, 200, 20))).decode()
@@ -126,7 +124,7 @@ def test_image_model_is_deterministic_and_rounded() -> None:
 def test_cli_fault_rates_are_parsed_and_checked() -> None:
     import typer
 
-    from apiwrap.cli_emulate import parse_fault_rates
+    from apiwrap.cli.emulate import parse_fault_rates
 
     assert parse_fault_rates(["error=0.05", "reset=0.01"]) == {"error": 0.05, "reset": 0.01}
     for bad in (["error"], ["boom=0.1"], ["error=lots"]):

@@ -16,11 +16,11 @@ from PIL import Image
 
 from apiwrap.adapters import AuthError, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
-from apiwrap.certify import AbstainReason
-from apiwrap.engine import CertificationSettings
-from apiwrap.jobs import JobReport, JobSpec, run_job
-from apiwrap.journal import JournalError
-from apiwrap.scheduler import RetryPolicy, VendorLimits
+from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+from apiwrap.errors import JournalError
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.procedures import CertificationSettings
 from tests.fakes import FaultRates, FaultyVendor
 
 FAST_RETRY = RetryPolicy(max_attempts=8, deadline_s=30, backoff_base_s=0.0005, backoff_max_s=0.005)
@@ -203,7 +203,7 @@ def test_batching_vendor_gets_full_batches_and_the_same_votes(tmp_path: Path) ->
 
 
 def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -> None:
-    from apiwrap.replay import replay_journal
+    from apiwrap.engine.replay import replay_journal
 
     report = _run(_spec(tmp_path), FaultyVendor(), _images(3))
     replayed = replay_journal(report.journal)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apiwrap.images import ImageError, encode_png, find_images, load_image, to_uint8
+from apiwrap.engine.images import encode_png, find_images, load_image, to_uint8
+from apiwrap.errors import ImageError
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:

@@ -6,9 +6,9 @@ import asyncio
 
 import numpy as np
 
-from apiwrap.images import SourceImage
-from apiwrap.noise import noise_batch, noise_for_sample
-from apiwrap.samples import SamplePreparer
+from apiwrap.engine.images import SourceImage
+from apiwrap.engine.noise import noise_batch, noise_for_sample
+from apiwrap.engine.samples import SamplePreparer
 
 SHAPE = (24, 32, 3)
 

@@ -19,15 +19,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from apiwrap.sequential import (
+from apiwrap.statistics.allocation import ImageState, allocate
+from apiwrap.statistics.sequential import (
     BestRadiusDesign,
     Decision,
     GroupSequentialDesign,
-    ImageState,
     LeaderSelection,
     MixtureDesign,
     Verdict,
-    allocate,
     default_best_radius_design,
     default_target_design,
     every,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from apiwrap.certify import AbstainReason
-from apiwrap.engine import CertificationSettings
-from apiwrap.replay import replay_journal
-from apiwrap.scheduler import RetryPolicy
+from apiwrap.engine.replay import replay_journal
+from apiwrap.engine.scheduler import RetryPolicy
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.procedures import CertificationSettings
 from tests.fakes import FaultRates, FaultyVendor
 from tests.test_engine import _certificates, _images, _run, _spec
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from apiwrap.adapters.emulators import Emulator, EmulatorConfig, emulator
-from apiwrap.scheduler import VendorLimits
+from apiwrap.engine.scheduler import VendorLimits
 from apiwrap.service import ServiceConfig, TenantConfig, VendorConfig, create_app, hash_key
 from apiwrap.testing import fake_classify, solid_png
 

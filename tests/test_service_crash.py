@@ -21,7 +21,7 @@ from apiwrap.testing import fake_classify, solid_png
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = 3
 QUERIES = IMAGES * (1 + 5 + 60)
-SERVE = "import typer; from apiwrap.cli_serve import serve; typer.run(serve)"
+SERVE = "import typer; from apiwrap.cli.serve import serve; typer.run(serve)"
 
 
 def _free_port() -> int:

@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from apiwrap.cli_serve import serve
+from apiwrap.cli.serve import serve
 from apiwrap.service import add_tenant, hash_key, load_config
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._vendors import FairGate

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from apiwrap.adapters.emulators import EmulatorConfig, emulator
-from apiwrap.engine import CertificationSettings
-from apiwrap.jobs import JobReport, JobSpec, run_job
-from apiwrap.scheduler import RetryPolicy
+from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.engine.scheduler import RetryPolicy
+from apiwrap.statistics.procedures import CertificationSettings
 from apiwrap.testing import fake_classify
 
 VENDORS = ["aws", "google", "azure", "clarifai"]

@@ -17,9 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from apiwrap.adapters import create_adapter
 from apiwrap.budgets import BudgetExceeded, PriceTable, format_usd
 from apiwrap.denoisers import available_denoisers
-from apiwrap.engine import CertificationSettings, Mode
-from apiwrap.jobs import load_denoise
-from apiwrap.procedures import Design, Selection
+from apiwrap.engine.jobs import load_denoise
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
 from apiwrap.service._errors import (
     EXCEPTION_HANDLERS,
@@ -35,6 +33,7 @@ from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._store import Store
 from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, BodyLimit, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
+from apiwrap.statistics.procedures import CertificationSettings, Design, Mode, Selection
 
 __all__ = ["CertifyParams", "JobParams", "create_app"]
 

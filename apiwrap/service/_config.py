@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from apiwrap.budgets import parse_usd
-from apiwrap.scheduler import VendorLimits
+from apiwrap.engine.scheduler import VendorLimits
 
 __all__ = [
     "ServiceConfig",

@@ -13,7 +13,7 @@
 
 Errors of the other packages are mapped in the same table: ``budgets.BudgetExceeded`` ->
 402, ``adapters.Throttled`` -> 503 with Retry-After, ``adapters.Rejected`` (an image the
-vendor's limits refuse) and ``apiwrap.images.ImageError`` -> 422, request validation -> 422.
+vendor's limits refuse) and ``apiwrap.engine.images.ImageError`` -> 422, request validation -> 422.
 Starlette finds a handler by walking the exception's MRO against the table, so a subclass
 inherits its parent's answer. Every body has the same shape: ``{"error": code, "detail":
 message, ...}``.
@@ -35,7 +35,7 @@ from starlette.responses import Response
 
 from apiwrap.adapters import Rejected, Throttled
 from apiwrap.budgets import BudgetExceeded, format_usd
-from apiwrap.images import ImageError
+from apiwrap.errors import ApiwrapError, ImageError
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -55,7 +55,7 @@ __all__ = [
 _log = logging.getLogger("apiwrap.service")
 
 
-class ServiceError(Exception):
+class ServiceError(ApiwrapError):
     """An error the service answers with ``status`` and a machine-readable ``code``."""
 
     status = 400

@@ -2,7 +2,7 @@
 
 Every request is a job: ``POST /v1/certify`` makes a one-image job and waits for it, ``POST
 /v1/jobs`` makes a batch job and returns at once. A job runs through
-:func:`apiwrap.jobs.run_job` with its own journal (``runs_dir/<id>.sqlite``), so a restarted
+:func:`apiwrap.engine.jobs.run_job` with its own journal (``runs_dir/<id>.sqlite``), so a restarted
 server resumes a running job under the same name and never re-buys an answered query.
 
 Money: each tenant has one :class:`~budgets.Budget` over all its jobs. A job is admitted by
@@ -28,15 +28,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from apiwrap.budgets import Budget, PriceTable, Reservation, format_usd, from_micro_usd
-from apiwrap.engine import CertificationSettings, ImageResult
-from apiwrap.jobs import JobSpec, journal_path, run_job
-from apiwrap.journal import Journal
-from apiwrap.scheduler import RetryPolicy, VendorLimits
+from apiwrap.engine.jobs import JobSpec, journal_path, run_job
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
 from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Busy, Conflict, NotFound
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._store import JobRow, JobStatus, Store
 from apiwrap.service._vendors import JobAdapter, SharedVendor
+from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobManager", "JobView"]
 

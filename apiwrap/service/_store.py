@@ -1,7 +1,7 @@
 """The job store: which tenant owns which job, its state, its uploaded images and final spend.
 
 One SQLite file (``runs_dir/service.sqlite``, WAL). The votes themselves live in each job's
-own journal (``runs_dir/<job id>.sqlite``, see :mod:`apiwrap.journal`); this store holds what
+own journal (``runs_dir/<job id>.sqlite``, see :mod:`apiwrap.engine.journal`); this store holds what
 the journal does not know: the owner, the images to resume from, and the job's lifecycle.
 Uploaded bytes are kept here, never written under a name a client chose.
 """

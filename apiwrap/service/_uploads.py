@@ -2,7 +2,7 @@
 
 Order of checks: the body's size (Content-Length, then the bytes actually streamed: see
 :class:`BodyLimit`), the content type, each image's format and pixel count from its header,
-then a full decode with :func:`apiwrap.images.load_image` (the function the engine uses), so
+then a full decode with :func:`apiwrap.engine.images.load_image` (the function the engine uses), so
 a job only starts on images the engine will accept. Upload file names are kept as labels;
 they never reach a path.
 """
@@ -19,7 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from apiwrap.images import SUPPORTED_FORMATS, load_image
+from apiwrap.engine.images import SUPPORTED_FORMATS, load_image
 from apiwrap.service._errors import InvalidRequest, PayloadTooLarge, UnsupportedImage
 
 __all__ = ["IMAGE_MEDIA_TYPES", "BodyLimit", "Upload", "check_image", "read_upload"]

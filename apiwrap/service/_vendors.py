@@ -1,6 +1,6 @@
 """Vendors shared by every tenant: one adapter and one fair gate per vendor.
 
-Each job runs its own :class:`~apiwrap.scheduler.QueryScheduler` (budget, journal, retries),
+Each job runs its own :class:`~apiwrap.engine.scheduler.QueryScheduler` (budget, journal, retries),
 but every request goes through its vendor's :class:`FairGate`: at most ``concurrency``
 requests in flight and ``requests_per_second`` starts for the whole server, granted
 round-robin across tenants. A tenant with ten jobs waits its turn like a tenant with one, so
@@ -107,7 +107,7 @@ class SharedVendor:
 class JobAdapter:
     """The shared adapter as one job sees it: fair admission, the vendor timeout, metrics, spend.
 
-    ``aclose`` does nothing: :func:`apiwrap.jobs.run_job` closes the adapter it is given when
+    ``aclose`` does nothing: :func:`apiwrap.engine.jobs.run_job` closes the adapter it is given when
     the job ends, and the shared one must outlive every job.
     """
 

@@ -20,21 +20,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from apiwrap.allocation import Admission
-from apiwrap.certify import FAILED_QUERY, AbstainReason, Certificate, Prediction, certify, predict
-from apiwrap.images import ENCODING
-from apiwrap.journal import QueryRecord
-from apiwrap.noise import NOISE_SCHEME
-from apiwrap.samples import CLEAN_SAMPLE
-from apiwrap.sequential import (
+from apiwrap.errors import ConfigurationError
+from apiwrap.statistics.allocation import Admission, ImageState
+from apiwrap.statistics.fixed import AbstainReason, Certificate, Prediction, certify, predict
+from apiwrap.statistics.radii import report_radii
+from apiwrap.statistics.sequential import (
     BestRadiusDesign,
-    ImageState,
     LeaderSelection,
     MixtureDesign,
     Verdict,
     default_best_radius_design,
     default_target_design,
 )
+from apiwrap.statistics.votes import CLEAN_SAMPLE, FAILED_QUERY, QueryRecord
 
 __all__ = [
     "Admit",
@@ -76,19 +74,19 @@ class CertificationSettings:
 
     def __post_init__(self) -> None:
         if self.sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
+            raise ConfigurationError(f"sigma must be positive, got {self.sigma}")
         if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+            raise ConfigurationError(f"alpha must be in (0, 1), got {self.alpha}")
         if self.n < 1 or self.n0 < (1 if self.mode == "certify" else 0):
-            raise ValueError(f"need n >= 1 and n0 >= 1 (certify), got n0={self.n0}, n={self.n}")
+            raise ConfigurationError(f"need n >= 1 and n0 >= 1 (certify), got n0={self.n0}, n={self.n}")
         if self.size is not None and self.size < 8:
-            raise ValueError(f"size must be at least 8 pixels, got {self.size}")
+            raise ConfigurationError(f"size must be at least 8 pixels, got {self.size}")
         if self.design != "fixed" and self.mode != "certify":
-            raise ValueError("sequential designs certify; predict uses the fixed design")
+            raise ConfigurationError("sequential designs certify; predict uses the fixed design")
         if self.design == "target" and not (self.target_radius and self.target_radius > 0):
-            raise ValueError("the target design needs --target-radius > 0")
+            raise ConfigurationError("the target design needs --target-radius > 0")
         if self.design != "fixed" and (self.max_queries < 1 or self.selection_lead < 1):
-            raise ValueError("max_queries and selection_lead must be positive")
+            raise ConfigurationError("max_queries and selection_lead must be positive")
 
     @property
     def queries_per_image(self) -> int:
@@ -96,9 +94,6 @@ class CertificationSettings:
         if self.design != "fixed":
             return 1 + (0 if self.selection == "clean" else self.n0) + self.max_queries
         return 1 + (self.n0 + self.n if self.mode == "certify" else self.n)
-
-    def journal_record(self) -> dict[str, Any]:
-        return {**asdict(self), "noise": NOISE_SCHEME, "encoding": ENCODING}
 
 
 @dataclass(slots=True)
@@ -187,7 +182,7 @@ def sample_ranges(settings: CertificationSettings) -> tuple[range, range]:
     return range(settings.n0), range(settings.n0, settings.n0 + settings.n)
 
 
-#: Asked before each batch of sequential estimation votes; see apiwrap.allocation.
+#: Asked before each batch of sequential estimation votes; see apiwrap.engine.allocator.
 Admit = Callable[[ImageState], Awaitable[Admission]]
 
 
@@ -213,9 +208,9 @@ def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign
         return default_target_design(
             settings.sigma, settings.alpha, settings.target_radius, settings.max_queries
         )
-    # Stop at the radii a report reads (0, sigma/2, sigma, 3 sigma/2, 2 sigma): buying more
-    # queries than it takes to pass the next of them buys nothing a reader sees.
-    ladder = tuple(settings.sigma * step / 2 for step in range(5))
+    # Stop at the radii a report reads: buying more queries than it takes to pass the next
+    # of them buys nothing a reader sees.
+    ladder = report_radii(settings.sigma)
     return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries, ladder)
 
 

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from apiwrap.adapters import Adapter, create_adapter
-from apiwrap.allocation import AllocationStats, BudgetAllocator
 from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
-from apiwrap.engine import CertificationSettings, Engine, ImageResult
-from apiwrap.journal import Journal
-from apiwrap.samples import SamplePreparer
-from apiwrap.scheduler import QueryScheduler, RetryPolicy, VendorLimits
+from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.runner import Engine
+from apiwrap.engine.samples import SamplePreparer
+from apiwrap.engine.scheduler import QueryScheduler, RetryPolicy, VendorLimits
+from apiwrap.errors import ConfigurationError
+from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobReport", "JobSpec", "journal_path", "load_denoise", "run_job"]
 
@@ -34,7 +36,7 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 def journal_path(runs_dir: Path, job: str) -> Path:
     """The journal file of job ``job``; names are restricted so they can never escape ``runs_dir``."""
     if not _JOB_NAME.match(job):
-        raise ValueError(f"job name {job!r} must be letters, digits, '.', '_' or '-' (at most 100)")
+        raise ConfigurationError(f"job name {job!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     return runs_dir / f"{job}.sqlite"
 
 
@@ -54,7 +56,7 @@ class JobSpec:
     force_denoiser: bool = False
     #: Start the vendor's wire-protocol emulator on 127.0.0.1 and send the job there.
     emulate: bool = False
-    #: A sequential job with a budget spends it where certificates are likely (apiwrap.allocation);
+    #: A sequential job with a budget spends it where certificates are likely (apiwrap.engine.allocator);
     #: False spends it first come, first served.
     allocate: bool = True
 
@@ -94,7 +96,7 @@ def weights_digest(denoise: Any) -> str:
 
 
 def _allocator(spec: JobSpec, budget: Budget, micro_usd_per_query: int) -> BudgetAllocator | None:
-    """A budgeted sequential job spends its budget where certificates are likely (apiwrap.allocation)."""
+    """A budgeted sequential job spends its budget where certificates are likely (engine.allocator)."""
     if (
         not spec.allocate
         or spec.settings.design == "fixed"

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from apiwrap.errors import ImageError
+
 __all__ = [
     "ENCODING",
     "MAX_PIXELS",
     "SUPPORTED_FORMATS",
-    "ImageError",
     "SourceImage",
     "encode_png",
     "find_images",
@@ -37,10 +38,6 @@ MAX_PIXELS = 40_000_000
 #: Recorded with every job: the sample encoding is part of the base classifier.
 ENCODING = "png-rgb8-compress1-v1"
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
-
-
-class ImageError(ValueError):
-    """An input image that cannot be certified, with the reason."""
 
 
 @dataclass(frozen=True)

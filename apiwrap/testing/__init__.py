@@ -1,6 +1,8 @@
-"""Offline testing kit for apiwrap users: vendor emulators and a scripted fake adapter.
+"""Offline testing kit for apiwrap users: a scripted fake adapter and vendor emulators.
 
-Enable the fixtures in a ``conftest.py`` with ``pytest_plugins = ["apiwrap.testing"]``:
+Importing this module needs no pytest. Its pytest fixtures live in
+:mod:`apiwrap.testing.plugin`, which pytest loads by itself once apiwrap is installed (a
+``pytest11`` entry point, as moto and pytest-httpx do):
 
 - ``vendor_emulator(vendor, **config)`` starts an emulator of ``aws``, ``google``, ``azure``
   or ``clarifai`` (stopped after the test) and returns it; ``.endpoint`` goes to
@@ -14,13 +16,9 @@ Enable the fixtures in a ``conftest.py`` with ``pytest_plugins = ["apiwrap.testi
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
-
-import pytest
+from collections.abc import Iterable, Iterator, Sequence
 
 from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
-from apiwrap.adapters.emulators import Emulator, EmulatorConfig, emulator
 from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
 from apiwrap.adapters.errors import VendorError
 
@@ -28,9 +26,7 @@ __all__ = [
     "ScriptedAdapter",
     "Step",
     "fake_classify",
-    "scripted_adapter",
     "solid_png",
-    "vendor_emulator",
 ]
 
 #: One call's scripted fate: a label, an answer, an error to raise, or one of those per image.
@@ -85,35 +81,3 @@ class ScriptedAdapter:
 
     async def aclose(self) -> None:
         self.closed = True
-
-
-@pytest.fixture
-def vendor_emulator() -> Iterator[Callable[..., Emulator]]:
-    """Factory: ``vendor_emulator("aws", tps=5, api_key="k")`` -> a running emulator.
-
-    Keyword arguments are :class:`EmulatorConfig` fields; ``real_model=True`` backs it with
-    the configured classifier instead of :func:`fake_classify`. Stopped after the test.
-    """
-    started: list[Emulator] = []
-
-    def start(vendor: str, *, real_model: bool = False, **config: Any) -> Emulator:
-        if not real_model:
-            config.setdefault("classify", fake_classify)
-        running = emulator(vendor, EmulatorConfig(**config))
-        running.start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        running.stop()
-
-
-@pytest.fixture
-def scripted_adapter() -> Callable[..., ScriptedAdapter]:
-    """Factory: ``scripted_adapter("cat", Throttled("slow", 0.1), "dog", then="cat")``."""
-
-    def build(*steps: Step, **options: Any) -> ScriptedAdapter:
-        return ScriptedAdapter(steps, **options)
-
-    return build

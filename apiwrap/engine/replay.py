@@ -7,15 +7,34 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
-from apiwrap.allocation import journaled_stop
-from apiwrap.journal import Journal, JournalError, QueryRecord
-from apiwrap.procedures import CertificationSettings, Fetch, ImageResult, run_procedure
+from apiwrap.engine.journal import Journal
+from apiwrap.errors import ConfigurationError, JournalError
+from apiwrap.statistics.allocation import journaled_stop
+from apiwrap.statistics.procedures import CertificationSettings, Fetch, ImageResult, run_procedure
+from apiwrap.statistics.votes import QueryRecord
 
-__all__ = ["replay_journal"]
+__all__ = ["journal_settings", "replay_journal"]
 
 
 class _MissingVotes(LookupError):
     pass
+
+
+def _stored_settings(journal: Journal, path: Path) -> CertificationSettings:
+    stored = journal.parameters()
+    if stored is None:
+        raise JournalError(f"{path} holds no job parameters")
+    fields = {f.name for f in dataclasses.fields(CertificationSettings)}
+    return CertificationSettings(**{k: v for k, v in stored.items() if k in fields})
+
+
+def journal_settings(path: Path) -> CertificationSettings:
+    """The settings a job was run with, read from its journal."""
+    journal = Journal.open_existing(path)
+    try:
+        return _stored_settings(journal, path)
+    finally:
+        journal.close()
 
 
 def replay_journal(
@@ -31,13 +50,11 @@ def replay_journal(
     """
     journal = Journal.open_existing(path)
     try:
-        stored = journal.parameters()
-        if stored is None:
-            raise JournalError(f"{path} holds no job parameters")
-        fields = {f.name for f in dataclasses.fields(CertificationSettings)}
-        settings = CertificationSettings(**{k: v for k, v in stored.items() if k in fields})
+        settings = _stored_settings(journal, path)
         if n0 is not None and settings.design != "fixed":
-            raise ValueError("n0 of a sequential job cannot change: it fixes where estimation indices start")
+            raise ConfigurationError(
+                "n0 of a sequential job cannot change: it fixes where estimation indices start"
+            )
         replayed = dataclasses.replace(
             settings,
             n0=settings.n0 if n0 is None else n0,
@@ -55,7 +72,7 @@ def replay_journal(
                 admit = journaled_stop(stored_result)
                 result = asyncio.run(run_procedure(replayed, _journal_fetch(votes), admit))
             except _MissingVotes as exc:
-                raise ValueError(f"{name}: {exc}; the replay would need new queries") from None
+                raise ConfigurationError(f"{name}: {exc}; the replay would need new queries") from None
             result.image = name
             result.digest = digest
             result.certified_space = (stored_result or {}).get("certified_space")

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from apiwrap.images import SourceImage, encode_png, to_uint8
-from apiwrap.noise import noise_for_sample
+from apiwrap.engine.images import SourceImage, encode_png, to_uint8
+from apiwrap.engine.noise import noise_for_sample
+from apiwrap.statistics.votes import CLEAN_SAMPLE
 
-__all__ = ["CLEAN_SAMPLE", "PreparedSample", "SamplePreparer"]
+__all__ = ["PreparedSample", "SamplePreparer"]
 
 #: Sample index of the clean image (no noise, no denoiser): the vendor's reference label.
-CLEAN_SAMPLE = -1
 
 Denoise = Callable[[torch.Tensor], torch.Tensor]
 

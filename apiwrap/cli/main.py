@@ -1,32 +1,31 @@
-"""The ``apiwrap`` command line: certify, predict, estimate, replay (and the tools of other packages)."""
+"""The ``apiwrap`` command line: certify, predict, estimate, replay (and the tools of other packages).
+
+Heavy modules (torch, Pillow, SQLite, the engine) are imported inside the commands that use
+them, so ``apiwrap --help`` and ``apiwrap replay`` start without torch.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import json
-from decimal import Decimal
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from apiwrap.adapters import available_vendors
-from apiwrap.budgets import BudgetError, PriceTable, format_usd
-from apiwrap.budgets import estimate as budget_estimate
-from apiwrap.cli_denoisers import eval_denoiser, train_denoiser
-from apiwrap.cli_emulate import emulate
-from apiwrap.cli_serve import serve
-from apiwrap.engine import CertificationSettings, ImageResult, Mode
-from apiwrap.images import find_images
-from apiwrap.jobs import JobReport, JobSpec, journal_path, run_job
-from apiwrap.journal import JournalError
-from apiwrap.replay import replay_journal
-from apiwrap.report import DEFAULT_RADII, certified_accuracy, spending
-from apiwrap.scheduler import RetryPolicy, VendorLimits
+from apiwrap.cli.denoisers import eval_denoiser, train_denoiser
+from apiwrap.cli.emulate import emulate
+from apiwrap.cli.serve import serve
+from apiwrap.errors import ApiwrapError
+
+if TYPE_CHECKING:
+    from apiwrap.engine.jobs import JobReport, JobSpec
+    from apiwrap.statistics.procedures import ImageResult, Mode
 
 app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
@@ -93,72 +92,108 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
-def _run(
-    mode: Mode,
-    images: list[Path],
-    vendor: str,
-    endpoint: str | None,
-    sigma: float,
-    n0: int,
-    n: int,
-    alpha: float,
-    seed: int,
-    denoiser: str,
-    size: int | None,
-    out_path: Path | None,
-    job: str | None,
-    runs_dir: Path,
-    max_usd: str | None,
-    max_job_queries: int | None,
-    tps: float | None,
-    concurrency: int,
-    max_attempts: int,
-    prices: Path | None,
-    force_denoiser: bool,
-    emulate: bool,
-    target_radius: float | None = None,
-    max_queries: int | None = None,
-    selection: str = "leader",
-    allocate: bool = True,
-) -> None:
-    files = find_images(images)
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Everything ``certify`` and ``predict`` were asked for, as one object."""
+
+    mode: Mode
+    images: list[Path]
+    vendor: str
+    endpoint: str | None
+    sigma: float
+    n0: int
+    n: int
+    alpha: float
+    seed: int
+    denoiser: str
+    size: int | None
+    out: Path | None
+    job: str | None
+    runs_dir: Path
+    max_usd: str | None
+    max_job_queries: int | None
+    tps: float | None
+    concurrency: int
+    max_attempts: int
+    prices: Path | None
+    force_denoiser: bool
+    emulate: bool
+    target_radius: float | None = None
+    max_queries: int | None = None
+    selection: str = "leader"
+    allocate: bool = True
+
+    @property
+    def design(self) -> str:
+        return (
+            "target"
+            if self.target_radius is not None
+            else "best"
+            if self.max_queries is not None
+            else "fixed"
+        )
+
+    def job_spec(self) -> JobSpec:
+        """The job these options describe; raises ``ConfigurationError`` for an invalid combination."""
+        from apiwrap.budgets import parse_usd
+        from apiwrap.engine.jobs import JobSpec
+        from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+        from apiwrap.statistics.procedures import CertificationSettings
+
+        settings = CertificationSettings(
+            vendor=self.vendor,
+            sigma=self.sigma,
+            n0=self.n0,
+            n=self.n,
+            alpha=self.alpha,
+            seed=self.seed,
+            denoiser=self.denoiser,
+            size=self.size,
+            mode=self.mode,
+            design=self.design,  # type: ignore[arg-type]
+            target_radius=self.target_radius,
+            max_queries=self.max_queries or 400,
+            selection=self.selection,  # type: ignore[arg-type]
+        )
+        return JobSpec(
+            settings=settings,
+            job=self.job or datetime.datetime.now().strftime(f"{self.mode}-%Y%m%d-%H%M%S"),
+            runs_dir=self.runs_dir,
+            vendor_options={"endpoint": self.endpoint} if self.endpoint else {},
+            limits=VendorLimits(requests_per_second=self.tps, concurrency=self.concurrency),
+            retry=RetryPolicy(max_attempts=self.max_attempts),
+            max_usd=parse_usd(self.max_usd) if self.max_usd else None,
+            max_queries=self.max_job_queries,
+            prices=self.prices,
+            force_denoiser=self.force_denoiser,
+            emulate=self.emulate,
+            allocate=self.allocate,
+        )
+
+
+def _run(options: RunOptions) -> None:
+    from apiwrap.adapters import available_vendors
+    from apiwrap.engine.images import find_images
+    from apiwrap.engine.jobs import run_job
+
+    files = find_images(options.images)
     if not files:
         _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
-    if vendor not in available_vendors():
-        _fail(f"unknown vendor {vendor!r}; choose one of {', '.join(available_vendors())}")
+    if options.vendor not in available_vendors():
+        _fail(f"unknown vendor {options.vendor!r}; choose one of {', '.join(available_vendors())}")
     try:
-        design = "target" if target_radius is not None else "best" if max_queries is not None else "fixed"
-        settings = CertificationSettings(
-            vendor=vendor,
-            sigma=sigma,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            seed=seed,
-            denoiser=denoiser,
-            size=size,
-            mode=mode,
-            design=design,
-            target_radius=target_radius,
-            max_queries=max_queries or 400,
-            selection=selection,  # type: ignore[arg-type]
-        )
-        spec = JobSpec(
-            settings=settings,
-            job=job or datetime.datetime.now().strftime(f"{mode}-%Y%m%d-%H%M%S"),
-            runs_dir=runs_dir,
-            vendor_options={"endpoint": endpoint} if endpoint else {},
-            limits=VendorLimits(requests_per_second=tps, concurrency=concurrency),
-            retry=RetryPolicy(max_attempts=max_attempts),
-            max_usd=Decimal(max_usd) if max_usd else None,
-            max_queries=max_job_queries,
-            prices=prices,
-            force_denoiser=force_denoiser,
-            emulate=emulate,
-            allocate=allocate,
-        )
-    except (ValueError, ArithmeticError) as exc:
+        spec = options.job_spec()
+    except ApiwrapError as exc:
         _fail(str(exc))
+    settings = spec.settings
+    mode, n0, n, selection = options.mode, options.n0, options.n, options.selection
+    target_radius, sigma, alpha, denoiser = (
+        options.target_radius,
+        options.sigma,
+        options.alpha,
+        options.denoiser,
+    )
+    vendor, emulate, out_path = options.vendor, options.emulate, options.out
     total = len(files) * settings.queries_per_image
     if settings.design == "fixed":
         samples = (f"n0={n0}, " if mode == "certify" else "") + f"n={n}"
@@ -183,9 +218,9 @@ def _run(
             report = asyncio.run(
                 run_job(spec, [(str(f), f) for f in files], on_query=lambda: progress.advance(task))
             )
-        except (ValueError, ImportError, OSError, RuntimeError, BudgetError) as exc:
+        except (ApiwrapError, OSError) as exc:
             _fail(str(exc))
-    _print_report(report, out_path, emulated=emulate)
+    _print_report(report, out_path, sigma=sigma, emulated=emulate)
 
 
 def _print_line(result: ImageResult) -> None:
@@ -213,7 +248,9 @@ def _print_line(result: ImageResult) -> None:
     out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
 
 
-def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = False) -> None:
+def _print_report(report: JobReport, out_path: Path | None, *, sigma: float, emulated: bool = False) -> None:
+    from apiwrap.budgets import format_usd
+
     for result in report.results:
         _print_line(result)
     if out_path:
@@ -221,7 +258,7 @@ def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = 
     spaces = {r.certified_space for r in report.results if r.certified_space}
     for space in sorted(spaces):
         out.print(f"Radii are L2 distances in the image space of {space}.")
-    _print_summary(report.results)
+    _print_summary(report.results, sigma)
     failed = [r for r in report.results if r.status == "failed"]
     skipped = [r for r in report.results if r.status == "budget"]
     spent = report.budget.spent
@@ -249,6 +286,8 @@ def _print_report(report: JobReport, out_path: Path | None, *, emulated: bool = 
 
 
 def _print_spending(report: JobReport) -> None:
+    from apiwrap.statistics.summary import spending
+
     assert report.allocation is not None
     table = Table(
         title=f"What the budget bought (likely certificates funded first, {report.allocation.rounds} "
@@ -267,8 +306,11 @@ def _write_jsonl(results: list[ImageResult], path: Path) -> None:
             handle.write(json.dumps(result.to_json()) + "\n")
 
 
-def _print_summary(results: list[ImageResult]) -> None:
-    rows = certified_accuracy(results, DEFAULT_RADII)
+def _print_summary(results: list[ImageResult], sigma: float) -> None:
+    from apiwrap.statistics.radii import report_radii
+    from apiwrap.statistics.summary import certified_accuracy
+
+    rows = certified_accuracy(results, report_radii(sigma))
     if not rows or rows[0].images == 0:
         return
     table = Table(title="Certified accuracy (agreement with the vendor's clean label)")
@@ -320,9 +362,36 @@ def certify(
     its votes decide, with the same 1 - alpha guarantee. Under a budget, the sequential tests
     of all images share it: likely certificates are funded first.
     """
-    _run("certify", images, vendor, endpoint, sigma, n0, n, alpha, seed, denoiser, size, out, job, runs_dir,
-         max_usd, max_job_queries, tps, concurrency, max_attempts, prices, force_denoiser, emulate,
-         target_radius, max_queries, selection, allocate)  # fmt: skip
+    _run(
+        RunOptions(
+            "certify",
+            images,
+            vendor,
+            endpoint,
+            sigma,
+            n0,
+            n,
+            alpha,
+            seed,
+            denoiser,
+            size,
+            out,
+            job,
+            runs_dir,
+            max_usd,
+            max_job_queries,
+            tps,
+            concurrency,
+            max_attempts,
+            prices,
+            force_denoiser,
+            emulate,
+            target_radius=target_radius,
+            max_queries=max_queries,
+            selection=selection,
+            allocate=allocate,
+        )
+    )
 
 
 @app.command()
@@ -349,9 +418,32 @@ def predict(
     emulate: EmulateOpt = False,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
-    _run("predict", images, vendor, endpoint, sigma, 0, n, alpha, seed, denoiser, size, out, job,
-         runs_dir, max_usd, max_job_queries, tps, concurrency, max_attempts, prices, force_denoiser,
-         emulate)  # fmt: skip
+    _run(
+        RunOptions(
+            "predict",
+            images,
+            vendor,
+            endpoint,
+            sigma,
+            0,
+            n,
+            alpha,
+            seed,
+            denoiser,
+            size,
+            out,
+            job,
+            runs_dir,
+            max_usd,
+            max_job_queries,
+            tps,
+            concurrency,
+            max_attempts,
+            prices,
+            force_denoiser,
+            emulate,
+        )
+    )
 
 
 @app.command()
@@ -365,12 +457,17 @@ def estimate(
     prices: PricesOpt = None,
 ) -> None:
     """Print the expected and worst-case cost of a job before running it."""
+    from apiwrap.budgets import PriceTable
+    from apiwrap.budgets import estimate as budget_estimate
+    from apiwrap.engine.images import find_images
+    from apiwrap.statistics.procedures import CertificationSettings
+
     files = find_images(images)
     try:
         settings = CertificationSettings(vendor=vendor, n0=n0 if mode == "certify" else 0, n=n, mode=mode)  # type: ignore[arg-type]
         table = PriceTable.load(prices) if prices else PriceTable.default()
         cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, max_attempts)
-    except (ValueError, BudgetError) as exc:
+    except ApiwrapError as exc:
         _fail(str(exc))
     table_out = Table(title=f"Cost of {mode} on {len(files)} image(s) at {vendor}")
     table_out.add_column("")
@@ -398,16 +495,20 @@ def replay(
     Fewer samples than the job bought can be used (the first n0 as selection, the next n
     as estimation); more cannot.
     """
-    path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
+    from apiwrap.engine.jobs import journal_path
+    from apiwrap.engine.replay import journal_settings, replay_journal
+
     try:
+        path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
         results = replay_journal(path, n0=n0, n=n, alpha=alpha)
-    except (JournalError, ValueError) as exc:
+        sigma = journal_settings(path).sigma
+    except ApiwrapError as exc:
         _fail(str(exc))
     for result in results:
         _print_line(result)
     if out:
         _write_jsonl(results, out)
-    _print_summary(results)
+    _print_summary(results, sigma)
 
 
 app.command("train-denoiser")(train_denoiser)

@@ -18,25 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from apiwrap.certify import AbstainReason
-from apiwrap.sequential import ImageState, allocate, certificate_probability
+from apiwrap.statistics.allocation import Admission, ImageState, allocate, certificate_probability
 
-__all__ = ["Admission", "AllocationStats", "BudgetAllocator", "journaled_stop"]
-
-
-class Admission(enum.Enum):
-    GRANTED = "granted"
-    HOPELESS = "hopeless"  # given up: a certificate looked too unlikely to pay for
-    UNFUNDED = "unfunded"  # the budget could not buy this image's next batch
-
-    @property
-    def abstain_reason(self) -> AbstainReason:
-        return AbstainReason.HOPELESS if self is Admission.HOPELESS else AbstainReason.BUDGET
+__all__ = ["AllocationStats", "BudgetAllocator"]
 
 
 @dataclass
@@ -108,16 +95,3 @@ class BudgetAllocator:
                 continue  # outranked this round; asks again in the next
             del self._waiting[image]
             future.set_result(admission)
-
-
-def journaled_stop(stored_result: Mapping[str, Any] | None) -> Callable[[ImageState], Awaitable[Admission]]:
-    """One image's replay gate: grants every batch except where the job's allocator stopped it."""
-    stored = stored_result or {}
-    reasons = {stop.abstain_reason.value: stop for stop in (Admission.HOPELESS, Admission.UNFUNDED)}
-    stop = reasons.get(stored.get("abstain_reason") or "")
-    stopped_at = int(stored.get("estimation_votes") or 0)
-
-    async def admit(state: ImageState) -> Admission:
-        return stop if stop is not None and state.n_votes >= stopped_at else Admission.GRANTED
-
-    return admit

@@ -18,8 +18,9 @@ from enum import StrEnum
 
 from scipy.stats import beta, binomtest, norm
 
+from apiwrap.statistics.votes import FAILED_QUERY
+
 __all__ = [
-    "FAILED_QUERY",
     "AbstainReason",
     "Certificate",
     "Prediction",
@@ -28,10 +29,6 @@ __all__ = [
     "predict",
     "select_candidate",
 ]
-
-#: Pseudo-class for a query that failed after every retry. It is a vote AGAINST every
-#: real label: dropping it would bias the sample toward noise the vendor answers.
-FAILED_QUERY = "<query failed>"
 
 
 class AbstainReason(StrEnum):

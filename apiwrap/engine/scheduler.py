@@ -3,7 +3,7 @@
 Every query's life is: reserve its price -> record the attempt as sent -> send (throttled,
 capped) -> settle the price (billed or released) -> record the attempt's outcome -> retry
 the SAME bytes if the failure is transient -> commit the final vote. A query that fails
-every attempt is committed as a vote for :data:`~apiwrap.certify.FAILED_QUERY` (against
+every attempt is committed as a vote for :data:`~apiwrap.statistics.fixed.FAILED_QUERY` (against
 the candidate), never replaced by a fresh noise draw.
 """
 
@@ -26,14 +26,11 @@ from tenacity import (
 
 from apiwrap.adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
 from apiwrap.budgets import Budget, BudgetExceeded, Price
-from apiwrap.certify import FAILED_QUERY
-from apiwrap.journal import Journal, QueryRecord
+from apiwrap.engine.journal import Journal
+from apiwrap.errors import JobAborted
+from apiwrap.statistics.votes import FAILED_QUERY, QueryRecord
 
-__all__ = ["JobAborted", "QueryScheduler", "RetryPolicy", "VendorLimits"]
-
-
-class JobAborted(RuntimeError):
-    """A failure that no other query can avoid either (refused credentials): the job stops."""
+__all__ = ["QueryScheduler", "RetryPolicy", "VendorLimits"]
 
 
 @dataclass(frozen=True, slots=True)

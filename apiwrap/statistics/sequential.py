@@ -15,7 +15,6 @@ Pieces:
   inequality or exactly calibrated); `default_target_design` is the one chosen by measurement.
 * Best-radius mode under a per-image cap: `BestRadiusDesign` (anytime-valid confidence sequence),
   `default_best_radius_design`.
-* `allocate`: which images get the next batch of queries under one budget.
 
 A design is an immutable, hashable parameter set with cached decision tables; `design.start()` gives
 the per-image `SequentialTest`, and `design.simulate(votes)` runs the identical tables over many
@@ -27,7 +26,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,19 +34,15 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
-    "Allocation",
     "BestRadiusDesign",
     "Decision",
     "GroupSequentialDesign",
-    "ImageState",
     "LeaderSelection",
     "MixtureDesign",
     "Selection",
     "SequentialTest",
     "SimulationResult",
     "Verdict",
-    "allocate",
-    "certificate_probability",
     "default_best_radius_design",
     "default_target_design",
     "every",
@@ -761,59 +756,3 @@ class LeaderSelection:
         if not bool(self.stops(n, top, second)):
             return Selection(False, None, n)
         return Selection(True, ranked[0][0] if top > second else None, n)
-
-
-# ----------------------------------------------------------------------------------------------
-# Batch allocation under one budget.
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageState:
-    """What the allocator needs to know about one image still being certified."""
-
-    key: str
-    n_votes: int
-    n_for_candidate: int
-    next_look: int | None  # SequentialTest.next_look(); None when decided
-    p_needed: float  # design.p_needed: pA must exceed this for the certificate sought
-
-
-@dataclass(frozen=True)
-class Allocation:
-    """Queries to buy now for one image, with the score that ranked it."""
-
-    key: str
-    queries: int
-    p_certify: float
-
-
-def certificate_probability(state: ImageState) -> float:
-    """Posterior probability that pA > state.p_needed, Jeffreys Beta(1/2, 1/2) prior on the votes so far."""
-    against = state.n_votes - state.n_for_candidate
-    return float(stats.beta.sf(state.p_needed, state.n_for_candidate + 0.5, against + 0.5))
-
-
-def allocate(states: Sequence[ImageState], budget_queries: int, drop_below: float = 0.02) -> list[Allocation]:
-    """Greedy order for the next batch: most likely certificates first, hopeless images dropped.
-
-    Score: posterior probability that pA > p_needed under a Jeffreys Beta(1/2, 1/2) prior on the
-    estimation votes so far (about 0.26 for a fresh image at R = sigma). Images below drop_below,
-    already decided, or whose batch (votes up to their next look) no longer fits the remaining
-    budget are skipped; the rest receive their whole batch in score order (fewer queries first on
-    ties). A heuristic for spending, not part of any guarantee: validity comes from each image's test.
-    """
-    scored = []
-    for st in states:
-        if st.next_look is None or st.next_look <= st.n_votes:
-            continue
-        p_cert = certificate_probability(st)
-        if p_cert >= drop_below:
-            scored.append((-p_cert, st.next_look - st.n_votes, st.key))
-    out = []
-    left = budget_queries
-    for neg_p, batch, key in sorted(scored):
-        if batch <= left:
-            out.append(Allocation(key, batch, -neg_p))
-            left -= batch
-    return out

@@ -16,11 +16,13 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Journal", "JournalError", "QueryRecord"]
+from apiwrap.errors import JournalError
+from apiwrap.statistics.votes import QueryRecord
+
+__all__ = ["Journal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -59,21 +61,6 @@ CREATE TABLE IF NOT EXISTS attempts (
     cost_micro_usd INTEGER
 );
 """
-
-
-class JournalError(RuntimeError):
-    """The journal cannot be used for this job (for example, different parameters)."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueryRecord:
-    """One finished query: a vote for ``label`` (a real label or a pseudo-class)."""
-
-    sample_index: int
-    bytes_digest: str
-    label: str
-    outcome: str
-    model_version: str | None
 
 
 class Journal:

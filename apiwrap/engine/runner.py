@@ -1,6 +1,6 @@
 """The certification engine: images in, certificates out, every vote journaled.
 
-For each image the engine runs the job's procedure (``apiwrap.procedures``: fixed-n CERTIFY
+For each image the engine runs the job's procedure (``apiwrap.statistics.procedures``: fixed-n CERTIFY
 or PREDICT, or a sequential design), giving it a vote source that returns journaled votes
 and buys missing ones. Sample preparation (noise, denoiser, PNG) and vendor
 queries overlap across all images in flight; a bounded number of samples are prepared
@@ -10,21 +10,24 @@ ahead of the vendor so nothing is denoised that cannot be sent soon.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from apiwrap.allocation import Admission, BudgetAllocator
 from apiwrap.budgets import BudgetExceeded
-from apiwrap.certify import AbstainReason
-from apiwrap.images import ImageError, SourceImage, load_image
-from apiwrap.journal import Journal, QueryRecord
-from apiwrap.procedures import CertificationSettings, ImageResult, Mode, decide, run_procedure
-from apiwrap.samples import SamplePreparer
-from apiwrap.scheduler import JobAborted, QueryScheduler
-from apiwrap.sequential import ImageState
+from apiwrap.engine.allocator import BudgetAllocator
+from apiwrap.engine.images import ENCODING, SourceImage, load_image
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.noise import NOISE_SCHEME
+from apiwrap.engine.samples import SamplePreparer
+from apiwrap.engine.scheduler import QueryScheduler
+from apiwrap.errors import ImageError, JobAborted
+from apiwrap.statistics.allocation import Admission, ImageState
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.procedures import CertificationSettings, ImageResult, run_procedure
+from apiwrap.statistics.votes import QueryRecord
 
-# CertificationSettings, ImageResult, Mode and decide live in apiwrap.procedures; re-exported here.
-__all__ = ["CertificationSettings", "Engine", "ImageResult", "Mode", "decide"]
+__all__ = ["Engine"]
 
 
 class Engine:
@@ -55,7 +58,9 @@ class Engine:
         self._allocator = allocator
         # Provenance (e.g. the denoiser's weights digest) is bound with the settings: a
         # retrained checkpoint under the same name must not resume another's votes.
-        journal.bind_parameters(settings.journal_record() | (provenance or {}))
+        journal.bind_parameters(
+            dataclasses.asdict(settings) | {"noise": NOISE_SCHEME, "encoding": ENCODING} | (provenance or {})
+        )
 
     async def run(self, images: list[tuple[str, Path | bytes]]) -> list[ImageResult]:
         """Certify every image; one image's failure never stops the others."""

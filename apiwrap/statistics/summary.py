@@ -7,12 +7,10 @@ from dataclasses import dataclass
 
 from scipy.stats import binomtest
 
-from apiwrap.certify import AbstainReason
-from apiwrap.engine import ImageResult
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.procedures import ImageResult
 
-__all__ = ["DEFAULT_RADII", "AccuracyAtRadius", "Spending", "certified_accuracy", "certified_at", "spending"]
-
-DEFAULT_RADII = (0.0, 0.125, 0.25, 0.375)
+__all__ = ["AccuracyAtRadius", "Spending", "certified_accuracy", "certified_at", "spending"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +35,7 @@ def certified_at(result: ImageResult, radius: float) -> bool:
     )
 
 
-def certified_accuracy(
-    results: Sequence[ImageResult], radii: Sequence[float] = DEFAULT_RADII
-) -> list[AccuracyAtRadius]:
+def certified_accuracy(results: Sequence[ImageResult], radii: Sequence[float]) -> list[AccuracyAtRadius]:
     """Share of images certified at radius >= r with the vendor's clean label, with a 95% interval.
 
     Only images that got a reference label count (failed images are reported apart). The
