@@ -16,10 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import TracebackType
-from typing import ClassVar, Literal, cast, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, cast, get_args
 
 from apiwrap.adapters.base import ImageLimits
-from apiwrap.adapters.emulators.model import Classify, ImageModel
+
+if TYPE_CHECKING:
+    # The model loads torch: imported only when an emulator needs it, so listing them stays light.
+    from apiwrap.adapters.emulators.model import Classify, ImageModel
 
 __all__ = ["FAULTS", "Action", "CallPolicy", "Emulator", "EmulatorConfig", "Fault"]
 
@@ -189,6 +192,8 @@ class CallPolicy:
 @cache
 def _shared_model(name: str, top_k: int) -> ImageModel:
     # Emulators of several vendors in one process share one loaded classifier.
+    from apiwrap.adapters.emulators.model import ImageModel
+
     return ImageModel(name, top_k)
 
 
