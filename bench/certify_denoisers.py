@@ -53,7 +53,9 @@ def sigma_suffix(sigma: float) -> str:
 
 
 def run(denoiser: str, images: list[Path], runs_dir: Path, vendor: str, sigma: float) -> list[ImageResult]:
-    settings = CertificationSettings(vendor=vendor, sigma=sigma, n0=20, n=100, alpha=0.001, denoiser=denoiser)
+    settings = CertificationSettings(
+        vendor=vendor, sigma=sigma, n0=20, n=100, alpha=0.001, denoiser=denoiser, selection="leader"
+    )
     # a checkpoint path is journaled under its file name; the journal binds the weights' digest
     job = f"denoisers-{vendor}-{Path(denoiser).stem}{sigma_suffix(sigma)}"
     spec = JobSpec(settings=settings, job=job, runs_dir=runs_dir, images_in_flight=8)

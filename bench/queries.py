@@ -38,12 +38,18 @@ from apiwrap.statistics.summary import certified_accuracy, certified_at, spendin
 ROOT = Path(__file__).resolve().parents[1]
 RADII = report_radii(0.25)
 DESIGNS: dict[str, dict[str, object]] = {
-    "seed": {"n0": 20, "n": 100},
-    "target": {"design": "target", "target_radius": 0.25, "max_queries": 400},
+    "seed": {"n0": 20, "n": 100, "selection": "leader"},
+    "fixed-clean": {"n0": 20, "n": 100, "selection": "clean"},
+    "target": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "leader"},
     "target-clean": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "clean"},
-    "best": {"design": "best", "max_queries": 400},
-    "target-budget": {"design": "target", "target_radius": 0.25, "max_queries": 400},
-    "target-first-come": {"design": "target", "target_radius": 0.25, "max_queries": 400},
+    "best": {"design": "best", "max_queries": 400, "selection": "leader"},
+    "target-budget": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "leader"},
+    "target-first-come": {
+        "design": "target",
+        "target_radius": 0.25,
+        "max_queries": 400,
+        "selection": "leader",
+    },
 }
 BUDGETED = {"target-budget": True, "target-first-come": False}  # design -> allocate
 #: The local vendor at AWS's list price, so that a budget in dollars means something.

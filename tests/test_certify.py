@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom, norm
 
-from apiwrap.statistics.fixed import AbstainReason, certify, clopper_pearson_lower, predict
+from apiwrap.statistics.fixed import AbstainReason, certify, certify_candidate, clopper_pearson_lower, predict
 from apiwrap.statistics.votes import FAILED_QUERY
 
 ALPHA = 0.01
@@ -146,3 +146,25 @@ def test_the_same_check_catches_reusing_selection_votes() -> None:
     rate = _false_certificate_rate(TIED_TWO, reuse_selection=True)
     assert rate > _excess_threshold()
     assert rate > 1.6 * ALPHA
+
+
+@pytest.mark.parametrize("n", [20, 100, 300])
+def test_a_candidate_fixed_before_the_votes_keeps_alpha_exactly(n: int) -> None:
+    # The clean-label candidate is chosen without noise, so for any true pA the chance of a false
+    # certificate is a binomial tail, computed here exactly over a grid of pA.
+    false_from = {}
+    for k in range(n + 1):
+        certificate = certify_candidate("cat", Counter(cat=k, dog=n - k), sigma=1.0, alpha=ALPHA)
+        false_from[k] = certificate.p_lower if certificate.label else 0.0
+    worst = 0.0
+    for p in np.linspace(0.005, 0.995, 199):
+        false_rate = sum(binom.pmf(k, n, p) for k, bound in false_from.items() if bound > p)
+        worst = max(worst, false_rate)
+    assert worst <= ALPHA
+    assert worst > ALPHA / 10  # the check can see alpha: the bound is not trivially loose
+
+
+def test_a_clean_candidate_that_failed_or_is_missing_abstains() -> None:
+    for candidate in (None, FAILED_QUERY):
+        certificate = certify_candidate(candidate, Counter(cat=100), sigma=0.25, alpha=ALPHA)
+        assert certificate.abstained and certificate.abstain_reason is AbstainReason.NO_SELECTION

@@ -34,8 +34,10 @@ def test_certify_prints_lines_summary_and_writes_jsonl(tmp_path: Path) -> None:
     assert "160x160 pixels after resizing" in result.output
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     good = next(line for line in lines if line["image"].endswith(SAMPLE.name))
-    assert good["queries"] == 1 + 2 + 6
-    assert good["reference_label"]
+    # the default candidate is the vendor's clean label: no selection query is bought
+    assert good["queries"] == 1 + 6
+    assert good["reference_label"] and good["candidate"] == good["reference_label"]
+    assert "denoiser fast-stab-s025" in result.output  # --denoiser auto at sigma 0.25, named
 
     replayed = runner.invoke(app, ["replay", "cli", "--runs-dir", str(tmp_path / "runs")])
     assert replayed.exit_code == 0, replayed.output
@@ -53,8 +55,13 @@ def test_resuming_with_other_parameters_is_a_clear_error(tmp_path: Path) -> None
 def test_estimate_prints_the_worst_case(tmp_path: Path) -> None:
     result = runner.invoke(app, ["estimate", str(SAMPLE), "--vendor", "aws", "--n0", "20", "--n", "100"])
     assert result.exit_code == 0, result.output
-    assert "121" in result.output  # queries: 1 clean + 20 + 100
-    assert "$0.121" in result.output
+    assert "101" in result.output  # queries: 1 clean + 100 (the clean label is the candidate)
+    cohen = runner.invoke(
+        app, ["estimate", str(SAMPLE), "--vendor", "aws", "--n0", "20", "--n", "100", "--selection", "leader"]
+    )
+    assert "$0.101" in result.output
+    assert "121" in cohen.output  # queries: 1 clean + 20 selection + 100
+    assert "$0.121" in cohen.output
 
 
 def test_bad_arguments_fail_with_a_message(tmp_path: Path) -> None:

@@ -39,7 +39,9 @@ def _images(count: int) -> list[tuple[str, Path | bytes]]:
 
 
 def _spec(tmp_path: Path, job: str = "job", **overrides: object) -> JobSpec:
-    settings = CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=60, alpha=0.01, seed=1)
+    settings = CertificationSettings(
+        vendor="fake", sigma=0.25, n0=10, n=60, alpha=0.01, seed=1, selection="leader"
+    )
     options: dict[str, object] = {
         "settings": settings,
         "job": job,
@@ -126,7 +128,10 @@ def test_resume_sends_nothing_already_answered(tmp_path: Path) -> None:
 def test_resume_with_other_parameters_is_refused(tmp_path: Path) -> None:
     _run(_spec(tmp_path), FaultyVendor(), _images(1))
     other = _spec(
-        tmp_path, settings=CertificationSettings(vendor="fake", sigma=0.5, n0=10, n=60, alpha=0.01, seed=1)
+        tmp_path,
+        settings=CertificationSettings(
+            vendor="fake", sigma=0.5, n0=10, n=60, alpha=0.01, seed=1, selection="leader"
+        ),
     )
     with pytest.raises(JournalError, match="sigma"):
         _run(other, FaultyVendor(), _images(1))

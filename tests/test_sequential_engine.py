@@ -15,7 +15,14 @@ from tests.test_engine import _certificates, _images, _run, _spec
 
 
 def _settings(**overrides: object) -> CertificationSettings:
-    options: dict[str, object] = {"vendor": "fake", "sigma": 0.25, "n0": 10, "alpha": 0.01, "seed": 1}
+    options: dict[str, object] = {
+        "vendor": "fake",
+        "sigma": 0.25,
+        "n0": 10,
+        "alpha": 0.01,
+        "seed": 1,
+        "selection": "leader",
+    }
     options.update(overrides)
     return CertificationSettings(**options)  # type: ignore[arg-type]
 

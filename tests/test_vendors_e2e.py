@@ -34,7 +34,9 @@ IMAGES: list[tuple[str, Path | bytes]] = [
 
 
 def _certify(vendor: str, endpoint: str, runs_dir: Path) -> JobReport:
-    settings = CertificationSettings(vendor=vendor, sigma=0.25, n0=4, n=24, alpha=0.05, seed=7)
+    settings = CertificationSettings(
+        vendor=vendor, sigma=0.25, n0=4, n=24, alpha=0.05, seed=7, selection="leader"
+    )
     spec = JobSpec(
         settings=settings,
         job=vendor,

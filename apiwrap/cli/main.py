@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from apiwrap.engine.jobs import JobReport, JobSpec
     from apiwrap.statistics.procedures import ImageResult, Mode
 
+DEFAULT_SIGMA = 0.25
+
 app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
     no_args_is_help=True,
@@ -42,12 +44,24 @@ VendorOpt = Annotated[str, typer.Option(help="Vendor adapter: local, aws, google
 EndpointOpt = Annotated[
     str | None, typer.Option(help="Override the vendor's endpoint URL (e.g. an emulator).")
 ]
-SigmaOpt = Annotated[float, typer.Option(help="Noise level in [0,1] pixel units.")]
+SigmaOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Noise level in [0,1] pixel units. Default 0.25; with --target-radius R, the smallest of "
+        "0.12, 0.25, 0.5 that is >= R (docs/denoisers.md)."
+    ),
+]
 N0Opt = Annotated[int, typer.Option("--n0", help="Selection samples (choose the candidate label).")]
 NOpt = Annotated[int, typer.Option("--n", help="Estimation samples (fresh, counted for the bound).")]
 AlphaOpt = Annotated[float, typer.Option(help="Failure probability per image.")]
 SeedOpt = Annotated[int, typer.Option(help="Noise seed.")]
-DenoiserOpt = Annotated[str, typer.Option(help="Denoiser name or checkpoint path, or 'none'.")]
+DenoiserOpt = Annotated[
+    str,
+    typer.Option(
+        help="Denoiser name or checkpoint path, 'none', or 'auto': the best installed denoiser for the "
+        "sigma (docs/denoisers.md)."
+    ),
+]
 SizeOpt = Annotated[
     int | None,
     typer.Option(help="Resize the shorter side and centre-crop to SIZE first; radii then refer to it."),
@@ -68,7 +82,12 @@ MaxQueriesOpt = Annotated[
     typer.Option(help="Sequential: cap of estimation queries per image; alone, certifies the best radius."),
 ]
 SelectionOpt = Annotated[
-    str, typer.Option(help="Sequential: 'leader' (buy votes until a label leads) or 'clean' (clean label).")
+    str,
+    typer.Option(
+        help="How the candidate is chosen: 'clean' (the vendor's label on the clean image: certifies what "
+        "the vendor said, no selection query) or 'leader' (the smoothed classifier's own label: Cohen's n0 "
+        "selection votes; sequential designs buy them until one label leads)."
+    ),
 ]
 AllocateOpt = Annotated[
     bool,
@@ -100,7 +119,7 @@ class RunOptions:
     images: list[Path]
     vendor: str
     endpoint: str | None
-    sigma: float
+    sigma: float | None
     n0: int
     n: int
     alpha: float
@@ -120,7 +139,7 @@ class RunOptions:
     emulate: bool
     target_radius: float | None = None
     max_queries: int | None = None
-    selection: str = "leader"
+    selection: str = "clean"
     allocate: bool = True
 
     @property
@@ -133,21 +152,33 @@ class RunOptions:
             else "fixed"
         )
 
+    @property
+    def resolved_sigma(self) -> float:
+        """The given sigma, or the rule's choice for the target radius (fixed before any vote)."""
+        if self.sigma is not None:
+            return self.sigma
+        if self.target_radius is not None:
+            from apiwrap.denoisers.recommended import recommended_sigma
+
+            return recommended_sigma(self.target_radius)
+        return DEFAULT_SIGMA
+
     def job_spec(self) -> JobSpec:
         """The job these options describe; raises ``ConfigurationError`` for an invalid combination."""
         from apiwrap.budgets import parse_usd
+        from apiwrap.denoisers import AUTO, recommended_denoiser
         from apiwrap.engine.jobs import JobSpec
         from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
         from apiwrap.statistics.procedures import CertificationSettings
 
         settings = CertificationSettings(
             vendor=self.vendor,
-            sigma=self.sigma,
+            sigma=self.resolved_sigma,
             n0=self.n0,
             n=self.n,
             alpha=self.alpha,
             seed=self.seed,
-            denoiser=self.denoiser,
+            denoiser=recommended_denoiser(self.resolved_sigma) if self.denoiser == AUTO else self.denoiser,
             size=self.size,
             mode=self.mode,
             design=self.design,  # type: ignore[arg-type]
@@ -186,24 +217,24 @@ def _run(options: RunOptions) -> None:
     except ApiwrapError as exc:
         _fail(str(exc))
     settings = spec.settings
-    mode, n0, n, selection = options.mode, options.n0, options.n, options.selection
-    target_radius, sigma, alpha, denoiser = (
-        options.target_radius,
-        options.sigma,
-        options.alpha,
-        options.denoiser,
-    )
-    vendor, emulate, out_path = options.vendor, options.emulate, options.out
     total = len(files) * settings.queries_per_image
-    if settings.design == "fixed":
-        samples = (f"n0={n0}, " if mode == "certify" else "") + f"n={n}"
+    if settings.mode == "predict":
+        samples = f"n={settings.n}"
     else:
-        goal = f"radius >= {target_radius}" if settings.design == "target" else "best radius"
-        samples = f"sequential ({goal}, <= {settings.max_queries} estimation queries, selection {selection})"
+        candidate = "the vendor's clean label" if settings.selection == "clean" else "leading selection votes"
+        if settings.design == "fixed":
+            selection_votes = "" if settings.selection == "clean" else f"n0={settings.n0}, "
+            samples = f"{selection_votes}n={settings.n}, candidate: {candidate}"
+        else:
+            goal = f"radius >= {settings.target_radius}" if settings.design == "target" else "best radius"
+            samples = (
+                f"sequential ({goal}, <= {settings.max_queries} estimation queries, candidate: {candidate})"
+            )
     console.print(
-        f"{mode} {len(files)} image(s) at vendor [bold]{vendor}[/bold], sigma={sigma}, {samples}, "
-        f"alpha={alpha}, denoiser={denoiser}; journal {spec.runs_dir / spec.job}.sqlite"
-        + (" (vendor emulated on 127.0.0.1)" if emulate else "")
+        f"{settings.mode} {len(files)} image(s) at vendor [bold]{settings.vendor}[/bold], "
+        f"sigma={settings.sigma:g}, {samples}, alpha={settings.alpha:g}, "
+        f"denoiser [bold]{settings.denoiser}[/bold]; journal {spec.runs_dir / spec.job}.sqlite"
+        + (" (vendor emulated on 127.0.0.1)" if options.emulate else "")
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -220,7 +251,7 @@ def _run(options: RunOptions) -> None:
             )
         except (ApiwrapError, OSError) as exc:
             _fail(str(exc))
-    _print_report(report, out_path, sigma=sigma, emulated=emulate)
+    _print_report(report, options.out, sigma=settings.sigma, emulated=options.emulate)
 
 
 def _print_line(result: ImageResult) -> None:
@@ -333,12 +364,12 @@ def certify(
     images: ImagesArg,
     vendor: VendorOpt = "local",
     endpoint: EndpointOpt = None,
-    sigma: SigmaOpt = 0.25,
+    sigma: SigmaOpt = None,
     n0: N0Opt = 20,
     n: NOpt = 100,
     alpha: AlphaOpt = 0.001,
     seed: SeedOpt = 0,
-    denoiser: DenoiserOpt = "none",
+    denoiser: DenoiserOpt = "auto",
     size: SizeOpt = None,
     out: OutOpt = None,
     job: JobOpt = None,
@@ -353,7 +384,7 @@ def certify(
     emulate: EmulateOpt = False,
     target_radius: TargetRadiusOpt = None,
     max_queries: MaxQueriesOpt = None,
-    selection: SelectionOpt = "leader",
+    selection: SelectionOpt = "clean",
     allocate: AllocateOpt = True,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
@@ -399,11 +430,11 @@ def predict(
     images: ImagesArg,
     vendor: VendorOpt = "local",
     endpoint: EndpointOpt = None,
-    sigma: SigmaOpt = 0.25,
+    sigma: SigmaOpt = None,
     n: NOpt = 100,
     alpha: AlphaOpt = 0.001,
     seed: SeedOpt = 0,
-    denoiser: DenoiserOpt = "none",
+    denoiser: DenoiserOpt = "auto",
     size: SizeOpt = None,
     out: OutOpt = None,
     job: JobOpt = None,
@@ -453,6 +484,7 @@ def estimate(
     n0: N0Opt = 20,
     n: NOpt = 100,
     mode: Annotated[str, typer.Option(help="certify or predict.")] = "certify",
+    selection: SelectionOpt = "clean",
     max_attempts: AttemptsOpt = 6,
     prices: PricesOpt = None,
 ) -> None:
@@ -464,7 +496,9 @@ def estimate(
 
     files = find_images(images)
     try:
-        settings = CertificationSettings(vendor=vendor, n0=n0 if mode == "certify" else 0, n=n, mode=mode)  # type: ignore[arg-type]
+        settings = CertificationSettings(
+            vendor=vendor, n0=n0 if mode == "certify" else 0, n=n, mode=mode, selection=selection
+        )  # type: ignore[arg-type]
         table = PriceTable.load(prices) if prices else PriceTable.default()
         cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, max_attempts)
     except ApiwrapError as exc:

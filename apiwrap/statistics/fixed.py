@@ -25,6 +25,7 @@ __all__ = [
     "Certificate",
     "Prediction",
     "certify",
+    "certify_candidate",
     "clopper_pearson_lower",
     "predict",
     "select_candidate",
@@ -94,13 +95,29 @@ def certify(
     fixed by ``selection_votes``. Every estimation vote counts toward n, failed queries
     included (as votes against the candidate).
     """
+    return certify_candidate(select_candidate(selection_votes), estimation_votes, sigma=sigma, alpha=alpha)
+
+
+def certify_candidate(
+    candidate: str | None,
+    estimation_votes: Mapping[str, int],
+    *,
+    sigma: float,
+    alpha: float,
+) -> Certificate:
+    """CERTIFY for a candidate fixed before any estimation vote was drawn.
+
+    With probability >= 1 - alpha over the noise, the result abstains or names g(x) with a
+    radius no larger than the true one, however the candidate was chosen, provided its
+    choice does not depend on the estimation votes: the label of Cohen's selection votes,
+    or the vendor's label on the clean image (no noise at all). ``None`` abstains.
+    """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if sigma <= 0:
         raise ValueError(f"sigma must be positive, got {sigma}")
     n = sum(estimation_votes.values())
-    candidate = select_candidate(selection_votes)
-    if candidate is None:
+    if candidate is None or candidate == FAILED_QUERY:
         return Certificate(None, None, 0.0, None, 0, n, AbstainReason.NO_SELECTION)
     if n == 0:
         return Certificate(None, None, 0.0, candidate, 0, 0, AbstainReason.NO_VOTES)

@@ -22,7 +22,14 @@ from typing import Any, Literal
 
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.allocation import Admission, ImageState
-from apiwrap.statistics.fixed import AbstainReason, Certificate, Prediction, certify, predict
+from apiwrap.statistics.fixed import (
+    AbstainReason,
+    Certificate,
+    Prediction,
+    certify,
+    certify_candidate,
+    predict,
+)
 from apiwrap.statistics.radii import report_radii
 from apiwrap.statistics.sequential import (
     BestRadiusDesign,
@@ -67,9 +74,13 @@ class CertificationSettings:
     design: Design = "fixed"
     target_radius: float | None = None
     max_queries: int = 400
-    #: Sequential designs only: "leader" buys selection votes (at most n0) until one label
-    #: leads by selection_lead; "clean" takes the vendor's label on the clean image.
-    selection: Selection = "leader"
+    #: How CERTIFY picks its candidate before any estimation vote. "clean" (default): the
+    #: vendor's label on the clean image, the prediction users ask about, at no selection
+    #: query. "leader": the label leading noisy selection votes, the smoothed classifier's
+    #: own prediction: Cohen's n0 votes (fixed design), or votes bought only until one label
+    #: leads by selection_lead, at most n0 (sequential designs). Estimation always starts at
+    #: index n0, so both choices read the same estimation samples.
+    selection: Selection = "clean"
     selection_lead: int = 2
 
     def __post_init__(self) -> None:
@@ -93,7 +104,9 @@ class CertificationSettings:
         """Most queries one image can take: the clean reference plus the noisy samples."""
         if self.design != "fixed":
             return 1 + (0 if self.selection == "clean" else self.n0) + self.max_queries
-        return 1 + (self.n0 + self.n if self.mode == "certify" else self.n)
+        if self.mode == "predict":
+            return 1 + self.n
+        return 1 + (0 if self.selection == "clean" else self.n0) + self.n
 
 
 @dataclass(slots=True)
@@ -150,12 +163,15 @@ def decide(
         return result
     outcome: Certificate | Prediction
     if settings.mode == "certify":
-        outcome = certify(
-            Counter(r.label for r in selection),
-            Counter(r.label for r in estimation),
-            sigma=settings.sigma,
-            alpha=settings.alpha,
-        )
+        estimation_counts = Counter(r.label for r in estimation)
+        if settings.selection == "clean":
+            candidate = reference.label if reference is not None and reference.outcome == "ok" else None
+            outcome = certify_candidate(
+                candidate, estimation_counts, sigma=settings.sigma, alpha=settings.alpha
+            )
+        else:
+            selection_counts = Counter(r.label for r in selection)
+            outcome = certify(selection_counts, estimation_counts, sigma=settings.sigma, alpha=settings.alpha)
         result.p_lower = outcome.p_lower
         result.candidate = outcome.candidate
         result.votes_for_candidate = outcome.votes_for_candidate
@@ -179,7 +195,8 @@ def sample_ranges(settings: CertificationSettings) -> tuple[range, range]:
     """(selection, estimation) sample indices of fixed-n procedures; disjoint by construction."""
     if settings.mode == "predict":
         return range(0), range(settings.n)
-    return range(settings.n0), range(settings.n0, settings.n0 + settings.n)
+    estimation = range(settings.n0, settings.n0 + settings.n)
+    return (range(0) if settings.selection == "clean" else range(settings.n0)), estimation
 
 
 #: Asked before each batch of sequential estimation votes; see apiwrap.engine.allocator.
