@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from apiwrap.statistics.sequential import (
     BestRadiusDesign,
-    GroupSequentialDesign,
     LeaderSelection,
     MixtureDesign,
     every,
 )
+from bench.designs import GroupSequentialDesign
 
 ALPHA = 0.001
 SIGMA = 0.25

@@ -23,7 +23,6 @@ from apiwrap.statistics.allocation import ImageState, allocate
 from apiwrap.statistics.sequential import (
     BestRadiusDesign,
     Decision,
-    GroupSequentialDesign,
     LeaderSelection,
     MixtureDesign,
     Verdict,
@@ -32,6 +31,7 @@ from apiwrap.statistics.sequential import (
     every,
     mixture_lower_bound,
 )
+from bench.designs import GroupSequentialDesign
 
 ALPHA = 0.01
 SIGMA = 0.25

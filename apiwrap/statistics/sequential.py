@@ -9,10 +9,10 @@ radius sigma * Phi^-1(pA), whatever the stopping time.
 Pieces:
 
 * `LeaderSelection`: cheap choice of the candidate class; its votes are never counted again.
-* Target-radius mode ("is g certified at radius >= R?"), all with a futility stop:
-  `GroupSequentialDesign` (Bonferroni-split Clopper-Pearson on a look schedule fixed in advance, or
-  the exactly calibrated boundary), `MixtureDesign` (Beta-mixture boundary, anytime-valid by Ville's
-  inequality or exactly calibrated); `default_target_design` is the one chosen by measurement.
+* Target-radius mode ("is g certified at radius >= R?"), with a futility stop: `MixtureDesign`
+  (Beta-mixture boundary, anytime-valid by Ville's inequality or exactly calibrated) on the shared
+  `TargetDesign` machinery; `default_target_design` is the one chosen by measurement (the research
+  alternatives it was measured against live in bench/designs.py).
 * Best-radius mode under a per-image cap: `BestRadiusDesign` (anytime-valid confidence sequence),
   `default_best_radius_design`.
 
@@ -36,12 +36,12 @@ from scipy import special, stats
 __all__ = [
     "BestRadiusDesign",
     "Decision",
-    "GroupSequentialDesign",
     "LeaderSelection",
     "MixtureDesign",
     "Selection",
     "SequentialTest",
     "SimulationResult",
+    "TargetDesign",
     "Verdict",
     "default_best_radius_design",
     "default_target_design",
@@ -221,7 +221,7 @@ def _first_true(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-class _TargetDesign:
+class TargetDesign:
     """Shared machinery of the target-radius designs: count boundaries on a look schedule.
 
     A design is a family of boundaries indexed by a scalar `theta` (larger = certifies more easily);
@@ -400,7 +400,7 @@ class _TargetDesign:
 class _TableTest:
     """Per-image state of a table-driven design: last look and the final decision once made."""
 
-    def __init__(self, design: _TargetDesign | BestRadiusDesign) -> None:
+    def __init__(self, design: TargetDesign | BestRadiusDesign) -> None:
         self._design = design
         self._n = 0
         self._k = 0
@@ -439,59 +439,7 @@ class _TableTest:
 
 
 @dataclass(frozen=True)
-class GroupSequentialDesign(_TargetDesign):
-    """Clopper-Pearson boundaries on a look schedule fixed in advance (target-radius mode).
-
-    At look n the design certifies iff the one-sided Clopper-Pearson lower bound at a nominal level
-    gamma exceeds p_needed = Phi(R / sigma), i.e. iff P(Binomial(n, p_needed) >= k) < gamma
-    (theta = log gamma).
-
-    calibration="bonferroni": gamma = alpha / len(looks). Guarantee: by the union bound over looks,
-    P(some look's bound exceeds pA) <= alpha, so the reported p_lower (the bound at level gamma, >=
-    p_needed) and its radius (>= R) are wrong with probability <= alpha, whatever the futility stops.
-
-    calibration="exact": the largest gamma whose exact crossing probability under pA = p_needed is
-    <= alpha. Guarantee: P(certified at radius R while sigma * Phi^-1(pA) < R) <= alpha; it reports
-    exactly p_needed and R, since the calibration holds at that one threshold only.
-    """
-
-    sigma: float
-    alpha: float
-    target_radius: float
-    looks: tuple[int, ...] = (25, 50, 100, 200, 400)
-    futility_beta: float = 0.05
-    calibration: str = "bonferroni"
-    futility_p: float | None = None
-
-    def __post_init__(self) -> None:
-        self._validate(("bonferroni", "exact"))
-
-    @functools.cached_property
-    def _log_tails(self) -> list[np.ndarray]:
-        """log P(Bin(n, p_needed) >= k) for k = 0..n, per look."""
-        return [stats.binom.logsf(np.arange(n + 1) - 1, n, self.p_needed) for n in self.looks]
-
-    def _boundary(self, theta: float) -> np.ndarray:
-        # Least k with log P(Bin(n, p) >= k) < theta = the number of k whose tail is still >= it.
-        return np.array([int((tail >= theta).sum()) for tail in self._log_tails])
-
-    @property
-    def _safe_theta(self) -> float:
-        return math.log(self.alpha / len(self.looks))
-
-    @property
-    def _max_theta(self) -> float:
-        return math.log(self.alpha)
-
-    def _p_lower(self, n: np.ndarray, k: np.ndarray) -> np.ndarray:
-        if self.calibration == "exact":
-            return np.full(np.shape(n), self.p_needed)
-        # The level the boundary used (alpha / len(looks) up to rounding), so bound and boundary agree.
-        return stats.beta.ppf(math.exp(self.theta), k, n - k + 1)
-
-
-@dataclass(frozen=True)
-class MixtureDesign(_TargetDesign):
+class MixtureDesign(TargetDesign):
     """Beta-mixture likelihood-ratio boundaries (target-radius mode), looks as often as every vote.
 
     Certifies at a look iff the mixture likelihood ratio of p > p_needed against p_needed, prior
