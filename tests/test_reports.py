@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.cli import app
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
@@ -26,8 +27,11 @@ from apiwrap.reports import curve_png, load_job, read_csv, render_html, write_cs
 from apiwrap.reports.curve import accuracy_steps
 from apiwrap.reports.evidence import gather_evidence
 from apiwrap.reports.page import rms_per_value
+from apiwrap.service import create_app
 from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.testing import fake_classify
 from tests.fakes import FaultyVendor
+from tests.test_service import FAST, GREEN, RED, ServerThread, client, service_config, wait_for_job
 
 PRICES = PriceTable({"fake": Price(Decimal("1.00"))})  # 1,000 micro-USD per query
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.png"))
@@ -212,6 +216,32 @@ def test_the_html_without_the_source_files_says_so(tmp_path: Path) -> None:
     (curve,) = [value for _, name, value in parsed.attributes if name == "src"]  # no thumbnail, no copy
     assert curve.startswith("data:image/png")
     assert parsed.image_rows == 3
+
+
+def test_the_service_serves_the_report_to_the_tenant_that_owns_the_job(tmp_path: Path) -> None:
+    files = [("files", ("red one.png", RED, "image/png")), ("files", ("green <b>.png", GREEN, "image/png"))]
+    vendor = emulator("aws", EmulatorConfig(classify=fake_classify))
+    with (
+        vendor as endpoint,
+        ServerThread(create_app(service_config(tmp_path, endpoint))) as base,
+        client(base) as alice,
+        client(base, "bob") as bob,
+    ):
+        job_id = alice.post("/v1/jobs", params=FAST, files=files).json()["id"]
+        wait_for_job(alice, job_id)
+        page = alice.get(f"/v1/jobs/{job_id}/report")
+        peek = bob.get(f"/v1/jobs/{job_id}/report")
+        schema = alice.get("/openapi.json").json()
+
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    parsed = _parse(page.text)
+    assert parsed.image_rows == 2
+    assert "red one.png" in page.text and "green &lt;b&gt;.png" in page.text  # the client's names, escaped
+    sources = [value for _, name, value in parsed.attributes if name == "src"]
+    assert len(sources) == 1 + 2 + 2 * 3 and all(source.startswith("data:image/") for source in sources)
+    assert "differs from the bytes sent" not in page.text
+    assert peek.status_code == 404
+    assert "/v1/jobs/{job_id}/report" in schema["paths"]
 
 
 def test_the_radius_in_plain_language() -> None:
