@@ -542,7 +542,7 @@ def replay(
 
 @app.command("report")
 def report_command(
-    jobs: Annotated[list[str], typer.Argument(help="Job names (or paths to their journals).")],
+    jobs: Annotated[list[str], typer.Argument(metavar="JOB", help="Job names or journal paths.")],
     runs_dir: RunsOpt = Path("runs"),
     html: Annotated[Path | None, typer.Option(help="Write the job's self-contained HTML page here.")] = None,
     csv: Annotated[Path | None, typer.Option(help="Write one CSV row per image here.")] = None,

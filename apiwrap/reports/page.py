@@ -44,7 +44,9 @@ table { border-collapse: collapse; } td, th { padding: 4px 8px; vertical-align: 
 .copies { display: flex; gap: 6px; } .copies figure { margin: 0; font-size: 11px; width: 112px; }
 img.thumb, .copies img { width: 112px; height: auto; image-rendering: auto; border: 1px solid #ddd; }
 .mismatch { color: #b00020; } small { color: #666; }
-.columns { display: flex; gap: 40px; flex-wrap: wrap; align-items: flex-start; }
+.columns { display: grid; grid-template-columns: minmax(280px, 420px) minmax(400px, 1fr); gap: 32px; }
+.kv td:last-child { word-break: break-all; }
+.curve { display: flex; gap: 24px; align-items: flex-start; flex-wrap: wrap; }
 """
 # No source but data: URIs and the inline style: opening the file cannot reach the network.
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -144,9 +146,9 @@ def _curve(job: JobRecord) -> str:
     return f"""<h2>Certified accuracy</h2>
 <p>Share of images certified at radius &gt;= r with the vendor's clean label (failed and unfunded images
 are not counted), with an exact 95% binomial interval over the images.</p>
-<img id="curve" alt="certified accuracy against radius" src="data:image/png;base64,{data}">
+<div class="curve"><img id="curve" alt="certified accuracy against radius" src="data:image/png;base64,{data}">
 <table class="grid"><tr><th>radius</th><th>certified</th><th>accuracy</th><th>95% interval</th></tr>
-{table}</table>"""
+{table}</table></div>"""
 
 
 def _agreement(result: ImageResult) -> str:
@@ -256,8 +258,7 @@ def render_html(
 <p><small>Built from the journal {escape(job.journal.name)} with no query to the vendor.</small></p>
 {notes}
 <div class="columns"><div><h2>Settings</h2>{_settings(job)}</div>
-<div><h2>Spend and time</h2>{_spend(job)}</div></div>
-{_meaning(job)}
+<div><h2>Spend and time</h2>{_spend(job)}{_meaning(job)}</div></div>
 {_curve(job)}
 <h2>Images</h2>
 <p>Noisy copies: the first estimation samples sent, rebuilt from the seed and the denoiser, with the
