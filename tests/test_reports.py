@@ -220,7 +220,8 @@ def test_the_html_without_the_source_files_says_so(tmp_path: Path) -> None:
 
 def test_the_service_serves_the_report_to_the_tenant_that_owns_the_job(tmp_path: Path) -> None:
     files = [("files", ("red one.png", RED, "image/png")), ("files", ("green <b>.png", GREEN, "image/png"))]
-    vendor = emulator("aws", EmulatorConfig(classify=fake_classify))
+    # 20 ms a call: the slow job below (5,000 queries, 4 at a time) is still running when asked.
+    vendor = emulator("aws", EmulatorConfig(classify=fake_classify, latency_ms=20))
     with (
         vendor as endpoint,
         ServerThread(create_app(service_config(tmp_path, endpoint))) as base,
@@ -232,6 +233,10 @@ def test_the_service_serves_the_report_to_the_tenant_that_owns_the_job(tmp_path:
         page = alice.get(f"/v1/jobs/{job_id}/report")
         peek = bob.get(f"/v1/jobs/{job_id}/report")
         schema = alice.get("/openapi.json").json()
+        slow = alice.post("/v1/jobs", params={"n0": 5, "n": 5000}, files={"files": ("slow.png", RED)})
+        running = alice.get(f"/v1/jobs/{slow.json()['id']}/report")
+        alice.delete(f"/v1/jobs/{slow.json()['id']}")
+        cancelled = alice.get(f"/v1/jobs/{slow.json()['id']}/report")
 
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     parsed = _parse(page.text)
@@ -242,6 +247,9 @@ def test_the_service_serves_the_report_to_the_tenant_that_owns_the_job(tmp_path:
     assert "differs from the bytes sent" not in page.text
     assert peek.status_code == 404
     assert "/v1/jobs/{job_id}/report" in schema["paths"]
+    assert running.status_code == 409 and "running" in running.json()["detail"]
+    # Cancelled mid-image: the report lists the image as pending, with no result.
+    assert cancelled.status_code == 200 and '<span class="pending">pending</span>' in cancelled.text
 
 
 def test_the_radius_in_plain_language() -> None:

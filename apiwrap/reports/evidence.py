@@ -16,6 +16,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,9 @@ from apiwrap.engine.images import SourceImage, load_image, to_uint8
 from apiwrap.errors import ApiwrapError
 from apiwrap.reports._job import ImageRecord, JobRecord
 from apiwrap.statistics.votes import CLEAN_SAMPLE, QueryRecord
+
+if TYPE_CHECKING:
+    from apiwrap.engine.samples import Denoise
 
 __all__ = ["Evidence", "NoisyCopy", "gather_evidence", "preview"]
 
@@ -65,7 +69,7 @@ def _shown_votes(job: JobRecord, image: ImageRecord, count: int) -> list[QueryRe
     return (estimation or noisy)[:count]
 
 
-def _load_denoiser(job: JobRecord) -> tuple[object | None, str | None]:
+def _load_denoiser(job: JobRecord) -> tuple[Denoise | None, str | None]:
     """(denoise callable or None, why the copies cannot be shown or None)."""
     name = job.settings.denoiser
     if name == "none":
@@ -136,7 +140,7 @@ def gather_evidence(
 
 async def _regenerate(
     job: JobRecord,
-    denoise: object | None,
+    denoise: Denoise | None,
     images: dict[int, SourceImage],
     wanted: dict[int, list[QueryRecord]],
 ) -> dict[int, list[tuple[bytes, str]]]:
@@ -144,7 +148,7 @@ async def _regenerate(
     from apiwrap.engine.samples import SamplePreparer
 
     order = [(image_id, vote) for image_id, votes in wanted.items() for vote in votes]
-    preparer = SamplePreparer(denoise, seed=job.settings.seed, sigma=job.settings.sigma)  # type: ignore[arg-type]
+    preparer = SamplePreparer(denoise, seed=job.settings.seed, sigma=job.settings.sigma)
     try:
         samples = await asyncio.gather(
             *(preparer.prepare(images[image_id], vote.sample_index) for image_id, vote in order)
