@@ -96,7 +96,8 @@ def gather_evidence(
     """Evidence per image id, and notes about the whole job (e.g. no denoiser to rebuild copies).
 
     ``sources`` maps an image's journal name to its file or bytes; an image missing there,
-    or whose pixels no longer have the journaled digest, is shown without pictures.
+    or whose pixels no longer have the journaled digest, is shown without pictures. The copies
+    are rebuilt on an event loop of its own: async code calls this from a worker thread.
     """
     evidence = {image.image_id: Evidence() for image in job.images}
     loaded: dict[int, SourceImage] = {}
