@@ -104,6 +104,10 @@ ForceOpt = Annotated[bool, typer.Option(help="Use a denoiser trained for another
 EmulateOpt = Annotated[
     bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
 ]
+ReportDirOpt = Annotated[
+    Path | None,
+    typer.Option("--report", help="When the job ends, write DIR/JOB.html, .csv and .png (docs/reports.md)."),
+]
 
 
 def _fail(message: str) -> None:
@@ -141,6 +145,7 @@ class RunOptions:
     max_queries: int | None = None
     selection: str = "clean"
     allocate: bool = True
+    report_dir: Path | None = None
 
     @property
     def design(self) -> str:
@@ -252,6 +257,26 @@ def _run(options: RunOptions) -> None:
         except (ApiwrapError, OSError) as exc:
             _fail(str(exc))
     _print_report(report, options.out, sigma=settings.sigma, emulated=options.emulate)
+    if options.report_dir is not None:
+        _write_job_reports(report.journal, options.report_dir)
+
+
+def _write_job_reports(journal: Path, directory: Path) -> None:
+    """The job's HTML, CSV and (certify jobs) PNG report in ``directory``, named after the job."""
+    from apiwrap.reports import load_job, write_csv, write_html, write_png
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        job = load_job(journal)
+        written = [directory / f"{job.name}.html", directory / f"{job.name}.csv"]
+        write_html(job, written[0])
+        write_csv(job, written[1])
+        if job.settings.mode == "certify":
+            write_png([job], directory / f"{job.name}.png")
+            written.append(directory / f"{job.name}.png")
+    except (ApiwrapError, OSError) as exc:
+        _fail(f"report not written: {exc}")
+    console.print("report: " + ", ".join(str(path) for path in written))
 
 
 def _print_line(result: ImageResult) -> None:
@@ -386,6 +411,7 @@ def certify(
     max_queries: MaxQueriesOpt = None,
     selection: SelectionOpt = "clean",
     allocate: AllocateOpt = True,
+    report: ReportDirOpt = None,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
 
@@ -421,6 +447,7 @@ def certify(
             max_queries=max_queries,
             selection=selection,
             allocate=allocate,
+            report_dir=report,
         )
     )
 
@@ -447,6 +474,7 @@ def predict(
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = False,
     emulate: EmulateOpt = False,
+    report: ReportDirOpt = None,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
     _run(
@@ -473,6 +501,7 @@ def predict(
             prices,
             force_denoiser,
             emulate,
+            report_dir=report,
         )
     )
 
@@ -543,6 +572,43 @@ def replay(
     if out:
         _write_jsonl(results, out)
     _print_summary(results, sigma)
+
+
+@app.command("report")
+def report_command(
+    jobs: Annotated[list[str], typer.Argument(metavar="JOB", help="Job names or journal paths.")],
+    runs_dir: RunsOpt = Path("runs"),
+    html: Annotated[Path | None, typer.Option(help="Write the job's self-contained HTML page here.")] = None,
+    csv: Annotated[Path | None, typer.Option(help="Write one CSV row per image here.")] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Plot certified accuracy against radius (several jobs: one plot).")
+    ] = None,
+) -> None:
+    """Write a job's report (HTML, CSV, PNG) from its journal, sending no query.
+
+    The HTML shows the source images and noisy copies when the image files are where the job
+    read them (names are paths as given to certify); otherwise it says so and shows none.
+    """
+    from apiwrap.engine.jobs import journal_path
+    from apiwrap.reports import load_job, write_csv, write_html, write_png
+
+    if html is None and csv is None and png is None:
+        _fail("nothing to write: give --html FILE, --csv FILE and/or --png FILE")
+    if len(jobs) > 1 and (html is not None or csv is not None):
+        _fail("--html and --csv report one job; --png compares several")
+    try:
+        loaded = [
+            load_job(Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)) for job in jobs
+        ]
+        if html is not None:
+            write_html(loaded[0], html)
+        if csv is not None:
+            write_csv(loaded[0], csv)
+        if png is not None:
+            write_png(loaded, png)
+    except (ApiwrapError, OSError) as exc:
+        _fail(str(exc))
+    console.print("wrote " + ", ".join(str(path) for path in (html, csv, png) if path is not None))
 
 
 app.command("train-denoiser")(train_denoiser)

@@ -202,6 +202,19 @@ class Journal:
         rows = self._db.execute("SELECT outcome, COUNT(*) FROM attempts GROUP BY outcome")
         return Counter({outcome or "in flight": count for outcome, count in rows})
 
+    def billed_by_image(self) -> dict[int, int]:
+        """micro-USD billed per image id according to the ledger, retries included."""
+        rows = self._db.execute(
+            "SELECT image_id, COALESCE(SUM(cost_micro_usd), 0) FROM attempts WHERE billed = 1 "
+            "GROUP BY image_id"
+        )
+        return {int(image_id): int(cost) for image_id, cost in rows}
+
+    def activity_span(self) -> tuple[float, float] | None:
+        """(first attempt sent, last attempt finished) in epoch seconds, over every run of the job."""
+        first, last = self._db.execute("SELECT MIN(sent_at), MAX(finished_at) FROM attempts").fetchone()
+        return None if first is None else (float(first), float(last if last is not None else first))
+
     def votes(self, image_id: int) -> Iterator[QueryRecord]:
         rows = self._db.execute(
             "SELECT sample_index, bytes_digest, label, outcome, model_version FROM queries "

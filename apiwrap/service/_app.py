@@ -340,6 +340,23 @@ def create_app(config: ServiceConfig) -> FastAPI:
         await manager.cancel(tenant.name, job_id)
         return (await manager.view(tenant.name, job_id)).to_json()
 
+    # The job report (docs/reports.md), built by apiwrap.reports.service; self-contained in this block.
+    from fastapi.responses import HTMLResponse
+
+    from apiwrap.reports.service import job_report_page
+
+    @app.get(
+        "/v1/jobs/{job_id}/report",
+        response_class=HTMLResponse,
+        # The annotation names a class imported in this block, which FastAPI cannot resolve: the
+        # page is the response itself, there is no model to derive.
+        response_model=None,
+        responses={**_JOB_ERRORS, 409: _error("The job is still running.")},
+    )
+    async def job_report(job_id: str, tenant: Tenant, manager: Manager) -> HTMLResponse:
+        """The finished job's report: one self-contained HTML page (settings, spend, curve, images)."""
+        return HTMLResponse(await job_report_page(manager, config, tenant.name, job_id))
+
     @app.get("/v1/budget", responses=_AUTH_ERRORS)
     async def budget(tenant: Tenant, manager: Manager) -> dict[str, Any]:
         """The tenant's caps, spend and what running jobs hold."""

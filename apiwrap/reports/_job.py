@@ -1,0 +1,97 @@
+"""A finished (or interrupted) job as its journal records it: the one input of every report."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apiwrap.engine.journal import Journal
+from apiwrap.errors import JournalError
+from apiwrap.statistics.procedures import CertificationSettings, ImageResult
+from apiwrap.statistics.votes import QueryRecord
+
+__all__ = ["ImageRecord", "JobRecord", "load_job"]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the job: its stored result (None while pending), its votes and what it cost."""
+
+    image_id: int
+    name: str
+    digest: str | None
+    journal_status: str
+    result: ImageResult | None
+    error: str | None
+    votes: list[QueryRecord]
+    billed_micro_usd: int
+
+    @property
+    def status(self) -> str:
+        return self.result.status if self.result is not None else self.journal_status
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    name: str
+    journal: Path
+    settings: CertificationSettings
+    #: Everything bound in the journal: the settings plus noise scheme, encoding, denoiser digest.
+    parameters: dict[str, Any]
+    images: list[ImageRecord]
+    spent_micro_usd: int
+    billed_queries: int
+    #: (first query sent, last query answered), epoch seconds; None if nothing was sent.
+    activity: tuple[float, float] | None
+    outcomes: dict[str, int]
+
+    @property
+    def results(self) -> list[ImageResult]:
+        return [image.result for image in self.images if image.result is not None]
+
+    def describe(self) -> str:
+        """The settings that tell jobs apart on one plot (vendor, sigma, denoiser, samples)."""
+        s = self.settings
+        samples = f"n={s.n}" if s.design == "fixed" else f"sequential <= {s.max_queries}"
+        return f"{self.name}: {s.vendor}, sigma={s.sigma:g}, denoiser {s.denoiser}, {samples}"
+
+
+def load_job(path: Path) -> JobRecord:
+    """Read a job's journal; sends no query and changes nothing in it."""
+    journal = Journal.open_existing(path)
+    try:
+        parameters = journal.parameters()
+        if parameters is None:
+            raise JournalError(f"{path} holds no job parameters")
+        fields = {f.name for f in dataclasses.fields(CertificationSettings)}
+        settings = CertificationSettings(**{k: v for k, v in parameters.items() if k in fields})
+        billed = journal.billed_by_image()
+        images = [
+            ImageRecord(
+                image_id=image_id,
+                name=name,
+                digest=digest,
+                journal_status=status,
+                result=ImageResult(**result) if result is not None else None,
+                error=error,
+                votes=list(journal.votes(image_id)),
+                billed_micro_usd=billed.get(image_id, 0),
+            )
+            for image_id, name, digest, status, result, error in journal.images()
+        ]
+        spent_micro_usd, billed_queries = journal.spent()
+        return JobRecord(
+            name=path.stem,
+            journal=path,
+            settings=settings,
+            parameters=parameters,
+            images=images,
+            spent_micro_usd=spent_micro_usd,
+            billed_queries=billed_queries,
+            activity=journal.activity_span(),
+            outcomes=dict(journal.outcome_counts()),
+        )
+    finally:
+        journal.close()

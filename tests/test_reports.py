@@ -1,0 +1,292 @@
+"""Job reports from the journal: CSV, certified-accuracy PNG, self-contained HTML, service page."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
+from apiwrap.budgets import Price, PriceTable
+from apiwrap.cli import app
+from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.errors import ConfigurationError
+from apiwrap.reports import curve_png, load_job, read_csv, render_html, write_csv
+from apiwrap.reports.curve import accuracy_steps
+from apiwrap.reports.evidence import gather_evidence
+from apiwrap.reports.page import rms_per_value
+from apiwrap.service import create_app
+from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.testing import fake_classify
+from tests.fakes import FaultyVendor
+from tests.test_service import FAST, GREEN, RED, ServerThread, client, service_config, wait_for_job
+
+PRICES = PriceTable({"fake": Price(Decimal("1.00"))})  # 1,000 micro-USD per query
+SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.png"))
+CHROMIUM = Path("/usr/bin/chromium")
+runner = CliRunner()
+
+
+def _png(seed: int, size: int = 24) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _job(
+    tmp_path: Path,
+    name: str,
+    *,
+    images: int = 3,
+    cat_share: float = 0.9,
+    mode: str = "certify",
+    denoiser: str = "none",
+    size: int = 24,
+) -> JobReport:
+    """A small job over image files in tmp_path, through a fake vendor billing $1 per 1,000 queries."""
+    folder = tmp_path / f"{name}-images"
+    folder.mkdir()
+    files = []
+    for i in range(images):
+        path = folder / f"img {i}.png"
+        path.write_bytes(_png(i, size))
+        files.append(path)
+    settings = CertificationSettings(
+        vendor="fake", sigma=0.25, n0=4 if mode == "certify" else 0, n=40, alpha=0.01, seed=1,
+        denoiser=denoiser, mode=mode,  # type: ignore[arg-type]
+    )  # fmt: skip
+    spec = JobSpec(settings=settings, job=name, runs_dir=tmp_path / "runs")
+    vendor = FaultyVendor(cat_share=cat_share)
+    return asyncio.run(run_job(spec, [(str(p), p) for p in files], adapter=vendor, price_table=PRICES))
+
+
+class _Page(HTMLParser):
+    """Every attribute of every tag, and the rows of the images table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attributes: list[tuple[str, str, str]] = []
+        self.image_rows = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            self.attributes.append((tag, name, value or ""))
+        if tag == "tr" and ("class", "image-row") in attrs:
+            self.image_rows += 1
+
+
+def _parse(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    return parser
+
+
+def test_the_csv_round_trips_the_jsonl_results(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for sample in SAMPLES[:2]:
+        shutil.copy(sample, folder / sample.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    out, reports = tmp_path / "results.jsonl", tmp_path / "reports"
+    args = ["certify", str(folder), "--n0", "2", "--n", "6", "--alpha", "0.05", "--size", "64"]
+    args += ["--runs-dir", str(tmp_path / "runs"), "--job", "rt", "--out", str(out), "--report", str(reports)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in reports.iterdir()} == {"rt.html", "rt.csv", "rt.png"}
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    rows = read_csv(reports / "rt.csv")
+    assert [row["image"] for row in rows] == [line["image"] for line in lines]
+    renamed = {"clean_label": "reference_label"}
+    for row, line in zip(rows, lines, strict=True):
+        for column, value in row.items():
+            if column != "spend_usd":
+                assert value == line[renamed.get(column, column)], (column, row["image"])
+    assert [row["status"] for row in rows].count("failed") == 1
+
+
+def test_csv_spend_per_image_adds_up_to_the_ledger(tmp_path: Path) -> None:
+    report = _job(tmp_path, "spend")
+    path = tmp_path / "spend.csv"
+    write_csv(load_job(report.journal), path)
+    rows = read_csv(path)
+
+    assert sum(row["spend_usd"] for row in rows) == Decimal(report.budget.spent.micro_usd).scaleb(-6)
+    # No faults: each query billed once at $0.001.
+    assert [row["spend_usd"] for row in rows] == [Decimal(row["queries"]) / 1000 for row in rows]
+
+
+def test_the_curve_steps_are_certified_accuracy_at_every_radius(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "steps", images=6, cat_share=0.97).journal)
+    scored = [r for r in job.results if r.status in {"certified", "abstained"} and r.reference_label]
+    radii = [r.radius for r in scored if r.status == "certified" and r.label == r.reference_label]
+    assert radii, "the fake vendor should certify some images"
+
+    steps = accuracy_steps(job, until=1.0)
+    assert set(radii) <= {step.radius for step in steps}
+    for step in steps:
+        expected = sum(radius >= step.radius for radius in radii)
+        assert (step.certified, step.images) == (expected, len(scored))
+        assert step.low <= step.accuracy <= step.high
+
+
+def test_the_png_is_drawn_for_one_job_and_for_several(tmp_path: Path) -> None:
+    first = _job(tmp_path, "one", cat_share=0.97)
+    second = _job(tmp_path, "two", cat_share=0.85)
+    runs = str(tmp_path / "runs")
+    single, both = tmp_path / "one.png", tmp_path / "both.png"
+
+    assert runner.invoke(app, ["report", "one", "--runs-dir", runs, "--png", str(single)]).exit_code == 0
+    compared = runner.invoke(app, ["report", "one", "two", "--runs-dir", runs, "--png", str(both)])
+    assert compared.exit_code == 0, compared.output
+
+    for path in (single, both):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 400 and image.height > 300
+    assert single.read_bytes() != both.read_bytes()
+    assert both.read_bytes() == curve_png([load_job(first.journal), load_job(second.journal)])
+
+
+def test_a_predict_job_has_no_curve_and_says_why(tmp_path: Path) -> None:
+    report = _job(tmp_path, "pred", mode="predict")
+    with pytest.raises(ConfigurationError, match="predict job"):
+        curve_png([load_job(report.journal)])
+    refused = runner.invoke(
+        app, ["report", "pred", "--runs-dir", str(tmp_path / "runs"), "--png", str(tmp_path / "p.png")]
+    )
+    assert refused.exit_code == 2 and "predict job" in refused.output
+    nothing = runner.invoke(app, ["report", "pred", "--runs-dir", str(tmp_path / "runs")])
+    assert nothing.exit_code == 2 and "--html" in nothing.output
+
+
+def test_the_html_holds_every_image_and_no_external_reference(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "page", images=4).journal)
+    page = render_html(job)
+    parsed = _parse(page)
+
+    assert parsed.image_rows == len(job.images) == 4
+    for image in job.images:
+        assert Path(image.name).name in page
+    sources = [value for tag, name, value in parsed.attributes if name in {"src", "href", "srcset", "action"}]
+    # The curve, one thumbnail per image and three noisy copies per image, all inline.
+    assert len(sources) == 1 + 4 + 4 * 3
+    assert all(source.startswith("data:image/") for source in sources)
+    assert "url(" not in page and "@import" not in page and "://" not in page
+    assert "differs from the bytes sent" not in page  # every rebuilt copy is what was sent
+
+
+def test_rebuilt_noisy_copies_are_the_bytes_sent_through_a_denoiser(tmp_path: Path) -> None:
+    report = _job(tmp_path, "den", images=2, denoiser="fast-stab-s025", size=32)
+    job = load_job(report.journal)
+    evidence, notes = gather_evidence(job, {image.name: Path(image.name) for image in job.images})
+    assert notes == []
+    copies = [copy for item in evidence.values() for copy in item.copies]
+    assert len(copies) == 2 * 3 and all(copy.matches_sent for copy in copies)
+    assert {copy.sample_index for copy in copies} == {4, 5, 6}  # the first estimation samples
+
+    # A journal naming other weights: the copies would not be what was sent, so none are shown.
+    with sqlite3.connect(report.journal) as db:
+        (stored,) = db.execute("SELECT value FROM job WHERE key = 'parameters'").fetchone()
+        tampered = json.loads(stored) | {"denoiser_sha256": "0" * 64}
+        db.execute("UPDATE job SET value = ? WHERE key = 'parameters'", (json.dumps(tampered),))
+    page = render_html(load_job(report.journal))
+    assert "other weights than the job used" in page
+    assert "noisy copy" not in page
+
+
+def test_the_html_without_the_source_files_says_so(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "moved").journal)
+    shutil.rmtree(tmp_path / "moved-images")
+    page = render_html(job)
+    assert "None of the job&#x27;s source images was found here" in page
+    parsed = _parse(page)
+    (curve,) = [value for _, name, value in parsed.attributes if name == "src"]  # no thumbnail, no copy
+    assert curve.startswith("data:image/png")
+    assert parsed.image_rows == 3
+
+
+def test_the_service_serves_the_report_to_the_tenant_that_owns_the_job(tmp_path: Path) -> None:
+    files = [("files", ("red one.png", RED, "image/png")), ("files", ("green <b>.png", GREEN, "image/png"))]
+    # 20 ms a call: the slow job below (5,000 queries, 4 at a time) is still running when asked.
+    vendor = emulator("aws", EmulatorConfig(classify=fake_classify, latency_ms=20))
+    with (
+        vendor as endpoint,
+        ServerThread(create_app(service_config(tmp_path, endpoint))) as base,
+        client(base) as alice,
+        client(base, "bob") as bob,
+    ):
+        job_id = alice.post("/v1/jobs", params=FAST, files=files).json()["id"]
+        wait_for_job(alice, job_id)
+        page = alice.get(f"/v1/jobs/{job_id}/report")
+        peek = bob.get(f"/v1/jobs/{job_id}/report")
+        schema = alice.get("/openapi.json").json()
+        slow = alice.post("/v1/jobs", params={"n0": 5, "n": 5000}, files={"files": ("slow.png", RED)})
+        running = alice.get(f"/v1/jobs/{slow.json()['id']}/report")
+        alice.delete(f"/v1/jobs/{slow.json()['id']}")
+        cancelled = alice.get(f"/v1/jobs/{slow.json()['id']}/report")
+
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    parsed = _parse(page.text)
+    assert parsed.image_rows == 2
+    assert "red one.png" in page.text and "green &lt;b&gt;.png" in page.text  # the client's names, escaped
+    sources = [value for _, name, value in parsed.attributes if name == "src"]
+    assert len(sources) == 1 + 2 + 2 * 3 and all(source.startswith("data:image/") for source in sources)
+    assert "differs from the bytes sent" not in page.text
+    assert peek.status_code == 404
+    assert "/v1/jobs/{job_id}/report" in schema["paths"]
+    assert running.status_code == 409 and "running" in running.json()["detail"]
+    # Cancelled mid-image: the report lists the image as pending, with no result.
+    assert cancelled.status_code == 200 and '<span class="pending">pending</span>' in cancelled.text
+
+
+def test_the_radius_in_plain_language() -> None:
+    # 0.25 over 224 x 224 x 3 values: RMS 0.25 / 388 = 0.000644 per value, 0.16 of one 8-bit level.
+    assert rms_per_value(0.25, 224, 224) == pytest.approx(0.1643, abs=1e-4)
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "browser", images=3, cat_share=0.97).journal)
+    page = tmp_path / "report.html"
+    page.write_text(render_html(job), encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile:
+        common = [str(CHROMIUM), *flags, f"--user-data-dir={profile}"]
+        dom = subprocess.run(
+            [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+        subprocess.run(
+            [*common, "--window-size=1400,4000", f"--screenshot={shot}", page.as_uri()],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+
+    assert _parse(dom).image_rows == 3 and 'id="curve"' in dom
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+
+    def count(rgb: tuple[int, int, int]) -> int:
+        return int(np.all(pixels == rgb, axis=1).sum())
+
+    # The curve's markers are matplotlib's first colour; the vote bars are solid CSS boxes.
+    assert count((31, 119, 180)) > 20, "the inlined curve was not drawn"
+    assert count((10, 122, 47)) > 20, "the images table's vote bars were not drawn"
