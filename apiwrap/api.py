@@ -412,8 +412,10 @@ def _named_images(images: Images) -> list[tuple[str, Path | bytes]]:
     for index, (name, image) in enumerate(given):
         if isinstance(image, str | os.PathLike):
             path = Path(image)
-            files = find_images([path]) if name is None else [path]
-            named.extend((str(file), file) for file in files)
+            if name is None:
+                named.extend((str(file), file) for file in find_images([path]))
+            else:
+                named.append((name, path))
         else:
             label = name or f"image-{index}"
             named.append((label, _encoded(image, label)))
