@@ -70,6 +70,7 @@ def _stub_distribution(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_beside_namesakes_and_certifies(tmp_path: Path) -> None:
     # Build from a copy: an in-tree build would leave build/ and egg-info in the checkout.
     source = tmp_path / "source"
