@@ -96,7 +96,7 @@ class JobResult:
 
 
 class _Borrowed:
-    """An adapter lent to one job: the job must not close it, the :class:`Certifier` does."""
+    """An adapter lent to one job, which closes what it is given: this one outlives the job."""
 
     def __init__(self, adapter: Adapter) -> None:
         self._adapter = adapter
@@ -158,7 +158,7 @@ class Certifier:
 
     async def __aenter__(self) -> Certifier:
         try:
-            self._adapter = self._given or await self._open_vendor()
+            self._adapter = self._given if self._given is not None else await self._open_vendor()
         except BaseException:
             await self._stack.aclose()
             raise

@@ -292,3 +292,27 @@ def test_the_readme_python_example_prints_what_the_readme_shows(
     exec(compile(code, "README.md", "exec"), {})
     assert capsys.readouterr().out == shown
     assert (tmp_path / "runs" / "flamingo.sqlite").exists()
+
+
+async def test_a_certifier_opens_a_vendor_by_name_for_several_jobs(
+    vendor_emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    running = vendor_emulator("google")  # answers by the dominant colour: red is "goldfish"
+    options = {"endpoint": running.endpoint, "max_results": 3}
+    async with apiwrap.Certifier("google", vendor_options=options, runs_dir=tmp_path) as certifier:
+        red = await certifier.certify(solid_png((250, 0, 0)), n0=3, n=12, job="red")
+        green = await certifier.predict(solid_png((0, 250, 0)), n=20, job="green")
+    assert (red.results[0].label, green.results[0].label) == ("goldfish", "tree frog")
+    price = PriceTable.default().price("google").micro_usd_per_image
+    assert red.spent_usd == Decimal(price * red.billable_queries).scaleb(-6)
+    journal = Journal.open_existing(red.journal)
+    try:
+        assert (journal.parameters() or {})["model_options"] == {"max_results": 3}
+    finally:
+        journal.close()
+
+
+def test_only_a_vendor_with_an_emulator_is_emulated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no emulator for 'local'"):
+        apiwrap.certify(solid_png(), vendor="local", emulate=True, runs_dir=tmp_path)
