@@ -134,6 +134,16 @@ def test_the_statistics_package_loads_no_torch_pil_or_sqlite() -> None:
     assert _loaded_heavy_modules(imports) == []
 
 
+def test_import_apiwrap_is_light_and_every_public_name_resolves() -> None:
+    assert _loaded_heavy_modules("import apiwrap") == []
+    import apiwrap
+
+    missing = [name for name in apiwrap.__all__ if getattr(apiwrap, name, None) is None]
+    assert missing == []
+    assert issubclass(apiwrap.VendorError, apiwrap.ApiwrapError)
+    assert issubclass(apiwrap.BudgetError, apiwrap.ApiwrapError)
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["replay", "--help"]])
 def test_the_command_line_help_loads_no_torch_pil_or_sqlite(argv: list[str]) -> None:
     run_cli = textwrap.dedent(
