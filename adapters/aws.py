@@ -153,6 +153,7 @@ class RekognitionAdapter:
         self.limits = limits
         self._max_labels = max_labels
         self._min_confidence = min_confidence
+        self.model_options: dict[str, object] = {"max_labels": max_labels, "min_confidence": min_confidence}
         self._runner = BlockingRunner(max_concurrency, "rekognition")
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:

@@ -134,6 +134,7 @@ class AzureAdapter:
         self.limits = limits
         self._model_version = model_version
         self._language = language
+        self.model_options: dict[str, object] = {"model_version": model_version, "language": language}
         self._timeout = timeout
         self._runner = BlockingRunner(max_concurrency, "azure-cv")
 

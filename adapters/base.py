@@ -106,6 +106,11 @@ class Adapter(Protocol):
     :class:`VendorError` for that image alone (Google and Clarifai can fail one image
     of a batch). A failure of the whole request is raised instead. Adapters never retry:
     the engine does, with the same bytes, and the SDKs' own retries are off.
+
+    An adapter may also declare ``model_options: dict[str, object]``: the options that decide
+    which labels it returns (AWS ``max_labels``, Azure ``model_version``, ...), never
+    credentials or endpoints. The journal binds them with the job, so a resume with other
+    options is refused. An adapter without them binds none.
     """
 
     name: str

@@ -147,6 +147,13 @@ class ClarifaiAdapter:
         self._model_id, self._version_id = model_id, version_id or ""
         self.limits = limits
         self._max_concepts = max_concepts
+        self.model_options: dict[str, object] = {
+            "user_id": user_id,
+            "app_id": app_id,
+            "model_id": model_id,
+            "version_id": version_id,
+            "max_concepts": max_concepts,
+        }
         self._timeout = timeout
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None

@@ -126,6 +126,7 @@ class GoogleVisionAdapter:
         self._api_key = api_key
         self.limits = limits
         self._max_results = max_results
+        self.model_options: dict[str, object] = {"max_results": max_results}
         self._timeout = timeout
         self._client: vision_v1.ImageAnnotatorAsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

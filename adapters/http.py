@@ -125,6 +125,14 @@ class HttpAdapter:
 
     def __init__(self, spec: HttpSpec, *, limits: ImageLimits = LIMITS, timeout: float = 30.0) -> None:
         self.spec = spec
+        # Where labels are read from decides the votes; the URL, headers and body may hold secrets.
+        self.model_options: dict[str, object] = {
+            "labels_path": spec.labels_path,
+            "name_key": spec.name_key,
+            "score_key": spec.score_key,
+            "score_scale": spec.score_scale,
+            "model_version_path": spec.model_version_path,
+        }
         self.limits = limits
         headers = {
             name: string.Template(value).safe_substitute(os.environ) for name, value in spec.headers.items()

@@ -28,6 +28,7 @@ class LocalAdapter:
     def __init__(self, model: ImageModel) -> None:
         self._model = model
         self.model_version = f"{model.classifier_name}-top{model.top_k}"
+        self.model_options: dict[str, object] = {"model": model.classifier_name, "top_k": model.top_k}
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         return list(await asyncio.gather(*(asyncio.to_thread(self._label, image) for image in images)))

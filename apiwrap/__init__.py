@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from apiwrap.api import Certifier, certify, predict
+    from apiwrap.adapters.errors import VendorError
+    from apiwrap.api import Certifier, JobResult, certify, predict
+    from apiwrap.budgets import BudgetError
     from apiwrap.errors import (
         ApiwrapError,
         ConfigurationError,
@@ -36,6 +38,7 @@ _LAZY = {
     "Certifier": "apiwrap.api",
     "certify": "apiwrap.api",
     "predict": "apiwrap.api",
+    "JobResult": "apiwrap.api",
     "CertificationSettings": "apiwrap.statistics.procedures",
     "ImageResult": "apiwrap.statistics.procedures",
     "ApiwrapError": "apiwrap.errors",
@@ -44,18 +47,23 @@ _LAZY = {
     "JobAborted": "apiwrap.errors",
     "JournalError": "apiwrap.errors",
     "MissingExtra": "apiwrap.errors",
+    "BudgetError": "apiwrap.budgets",
+    "VendorError": "apiwrap.adapters.errors",
 }
 
 __all__ = [
     "ApiwrapError",
+    "BudgetError",
     "CertificationSettings",
     "Certifier",
     "ConfigurationError",
     "ImageError",
     "ImageResult",
     "JobAborted",
+    "JobResult",
     "JournalError",
     "MissingExtra",
+    "VendorError",
     "__version__",
     "certify",
     "predict",

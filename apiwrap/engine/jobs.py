@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from apiwrap.adapters import Adapter, create_adapter
+from apiwrap.adapters.base import LABEL_RULE_VERSION
 from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
 from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
 from apiwrap.engine.journal import Journal
@@ -95,6 +96,21 @@ def weights_digest(denoise: Any) -> str:
     return digest.hexdigest()
 
 
+def _provenance(adapter: Adapter, denoise: Any) -> dict[str, object]:
+    """What decides the votes besides the settings, bound with them in the journal.
+
+    The label rule and the vendor's model options (``max_labels``, a model version, ...) change
+    which label a query votes for; the denoiser's weights change what is sent.
+    """
+    provenance: dict[str, object] = {
+        "label_rule": LABEL_RULE_VERSION,
+        "model_options": dict(getattr(adapter, "model_options", {})),
+    }
+    if denoise is not None:
+        provenance["denoiser_sha256"] = weights_digest(denoise)
+    return provenance
+
+
 def _allocator(spec: JobSpec, budget: Budget, micro_usd_per_query: int) -> BudgetAllocator | None:
     """A budgeted sequential job spends its budget where certificates are likely (engine.allocator)."""
     if (
@@ -164,7 +180,7 @@ async def run_job(
             images_in_flight=spec.images_in_flight,
             prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
             on_query=on_query,
-            provenance={"denoiser_sha256": weights_digest(denoise)} if denoise is not None else None,
+            provenance=_provenance(adapter, denoise),
             allocator=allocator,
         )
         try:

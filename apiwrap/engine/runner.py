@@ -43,7 +43,7 @@ class Engine:
         images_in_flight: int = 4,
         prepare_ahead: int = 32,
         on_query: Callable[[], None] | None = None,
-        provenance: dict[str, str] | None = None,
+        provenance: dict[str, object] | None = None,
         allocator: BudgetAllocator | None = None,
     ) -> None:
         self.settings = settings
