@@ -273,6 +273,8 @@ class JobManager:
             key_row = IdempotencyRow(tenant.name, idempotency[0], idempotency[1], job_id)
             self._keys[(tenant.name, idempotency[0])] = _Key(idempotency[1], job_id)
         try:
+            # run_job opens the journal with SQLite, which would create it with the umask's mode.
+            await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
             await asyncio.to_thread(
                 self._store.create_job,
                 job_id,
@@ -358,6 +360,7 @@ class JobManager:
 
     def _launch(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
         settings = CertificationSettings(**row.settings)
+        private_file(journal_path(self._config.runs_dir, row.id))
         reservation, caps = self._admit(row.tenant, settings, row.images, prior)
         self._slots[row.tenant] += 1  # a resumed job holds a slot, but is never refused one
         self._start_task(row, settings, images, prior, reservation, caps)
@@ -394,8 +397,6 @@ class JobManager:
 
         adapter = JobAdapter(vendor, row.tenant, self._metrics, billed)
         named: list[tuple[str, Path | bytes]] = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
-        # run_job opens the journal with SQLite, which would create it with the umask's mode.
-        private_file(journal_path(self._config.runs_dir, row.id))
         self._running[row.id] = job
         job.task = asyncio.create_task(self._run(job, spec, adapter, named), name=f"apiwrap-{row.id}")
 
