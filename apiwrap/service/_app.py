@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -157,7 +157,6 @@ _ACCEPTED = {
         "headers": _LOCATION,
     }
 }
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
@@ -190,6 +189,20 @@ def _tenant(
 Tenant = Annotated[TenantConfig, Depends(_tenant)]
 Manager = Annotated[JobManager, Depends(_manager)]
 Params = Annotated[CertifyParams, Query()]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Sent again with the same request, answers for the same job (1 to 255 visible ASCII).",
+    ),
+]
+Prefer = Annotated[
+    str | None,
+    Header(
+        description="RFC 7240: 'respond-async' (202 at once) or 'wait=N' (seconds, at most certify_wait_s)."
+    ),
+]
 
 
 def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mode) -> CertificationSettings:
@@ -256,13 +269,6 @@ async def _checked_upload(
     return settings, upload.images
 
 
-def _idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is not None and not _IDEMPOTENCY_KEY.match(key):
-        raise InvalidRequest("Idempotency-Key must be 1 to 255 visible ASCII characters")
-    return key
-
-
 def _fingerprint(route: str, settings: CertificationSettings, images: list[tuple[str, bytes]]) -> str:
     """What makes two POSTs the same request: the route, the settings, each image's name and bytes."""
     digest = hashlib.sha256(route.encode())
@@ -280,8 +286,8 @@ async def _submit(
     mode: Mode,
     kind: Literal["single", "batch"],
     max_files: int,
+    key: str | None,
 ) -> str:
-    key = _idempotency_key(request)
     settings, images = await _checked_upload(request, params, mode, max_files=max_files)
     idempotency = None if key is None else (key, _fingerprint(request.url.path, settings, images))
     return await manager.submit(tenant, kind, settings, images, idempotency)
@@ -294,9 +300,9 @@ def _accepted(job: Job, preference: str | None = None) -> JSONResponse:
     return JSONResponse(job.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-def _wait_s(request: Request, config: ServiceConfig) -> tuple[float, str | None]:
+def _wait_s(prefer: str, config: ServiceConfig) -> tuple[float, str | None]:
     """How long a one-image request waits for its job (RFC 7240 ``Prefer``), and the preference applied."""
-    prefer = request.headers.get("prefer", "").lower()
+    prefer = prefer.lower()
     if "respond-async" in prefer:
         return 0.0, "respond-async"
     if match := _PREFER_WAIT.search(prefer):
@@ -305,11 +311,17 @@ def _wait_s(request: Request, config: ServiceConfig) -> tuple[float, str | None]
 
 
 async def _one_image(
-    request: Request, params: CertifyParams, tenant: TenantConfig, manager: JobManager, mode: Mode
+    request: Request,
+    params: CertifyParams,
+    tenant: TenantConfig,
+    manager: JobManager,
+    mode: Mode,
+    key: str | None,
+    prefer: str | None,
 ) -> CertifyAnswer | JSONResponse:
     config: ServiceConfig = request.app.state.config
-    job_id = await _submit(request, params, tenant, manager, mode, "single", max_files=1)
-    wait_s, preference = _wait_s(request, config)
+    job_id = await _submit(request, params, tenant, manager, mode, "single", max_files=1, key=key)
+    wait_s, preference = _wait_s(prefer or "", config)
     try:
         # shield: a client that gives up (or our own timeout) leaves the job running, to be fetched.
         await asyncio.wait_for(asyncio.shield(manager.wait(job_id)), timeout=wait_s)
@@ -445,14 +457,19 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         response_model=CertifyAnswer,
     )
     async def certify(
-        request: Request, params: Params, tenant: Tenant, manager: Manager
+        request: Request,
+        params: Params,
+        tenant: Tenant,
+        manager: Manager,
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
     ) -> CertifyAnswer | JSONResponse:
         """Certify one image: the label and the L2 radius within which it cannot change, or abstain.
 
         Waits for the job up to the server's ``certify_wait_s`` (or ``Prefer: wait=N``; ``Prefer:
         respond-async`` does not wait), then answers 202 with the job's Location.
         """
-        return await _one_image(request, params, tenant, manager, "certify")
+        return await _one_image(request, params, tenant, manager, "certify", idempotency_key, prefer)
 
     @app.post(
         "/v1/predict",
@@ -461,10 +478,15 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         response_model=CertifyAnswer,
     )
     async def predict(
-        request: Request, params: Params, tenant: Tenant, manager: Manager
+        request: Request,
+        params: Params,
+        tenant: Tenant,
+        manager: Manager,
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
     ) -> CertifyAnswer | JSONResponse:
         """The smoothed classifier's label for one image (no radius), or abstain; waits as certify does."""
-        return await _one_image(request, params, tenant, manager, "predict")
+        return await _one_image(request, params, tenant, manager, "predict", idempotency_key, prefer)
 
     @app.post(
         "/v1/jobs",
@@ -474,11 +496,16 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         response_model=Job,
     )
     async def submit_job(
-        request: Request, params: Annotated[JobParams, Query()], tenant: Tenant, manager: Manager
+        request: Request,
+        params: Annotated[JobParams, Query()],
+        tenant: Tenant,
+        manager: Manager,
+        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Start a batch job on the uploaded images; poll it at the Location returned."""
+        max_files = config.max_images_per_job
         job_id = await _submit(
-            request, params, tenant, manager, params.mode, "batch", max_files=config.max_images_per_job
+            request, params, tenant, manager, params.mode, "batch", max_files=max_files, key=idempotency_key
         )
         return _accepted((await manager.view(tenant.name, job_id)).to_model())
 
@@ -513,9 +540,11 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post("/v1/jobs/{job_id}/cancel", responses=_CANCEL_ERRORS)
     @app.delete("/v1/jobs/{job_id}", responses=_CANCEL_ERRORS)
-    async def cancel_job(request: Request, job_id: str, tenant: Tenant, manager: Manager) -> Job:
+    async def cancel_job(
+        job_id: str, tenant: Tenant, manager: Manager, idempotency_key: IdempotencyKey = None
+    ) -> Job:
         """Stop a running job; what it has paid for stays in its results."""
-        await manager.cancel(tenant.name, job_id, _idempotency_key(request))
+        await manager.cancel(tenant.name, job_id, idempotency_key)
         return (await manager.view(tenant.name, job_id)).to_model()
 
     @app.get("/v1/budget", responses=_AUTH_ERRORS)
