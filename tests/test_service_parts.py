@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import time
 from pathlib import Path
 
@@ -12,6 +15,7 @@ from typer.testing import CliRunner
 
 from apiwrap.cli.serve import serve
 from apiwrap.service import add_tenant, hash_key, load_config, write_default_config
+from apiwrap.service._logging import configure_logging, log_event, request_id_var
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._vendors import FairGate
 
@@ -139,3 +143,27 @@ def test_metrics_key_and_service_settings_in_the_config_file(tmp_path: Path) -> 
     config.write_text(config.read_text().replace("retention_days = 30", "retention_days = 0"))
     with pytest.raises(ValueError, match="retention_days must be positive"):
         load_config(config)
+
+
+def test_service_logs_are_json_lines_with_the_request_id() -> None:
+    logger = logging.getLogger("apiwrap")
+    saved = (logger.handlers, logger.level, logger.propagate)
+    stream = io.StringIO()
+    try:
+        configure_logging("info", stream)
+        token = request_id_var.set("req-1")
+        log_event("job.resumed", job="job-1", tenant="acme", images=2)
+        request_id_var.reset(token)
+        log_event("jobs.pruned", jobs=3)
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["msg"], first["job"], first["images"], first["request_id"]) == (
+        "job.resumed",
+        "job-1",
+        2,
+        "req-1",
+    )
+    assert first["level"] == "info" and first["logger"] == "apiwrap.service"
+    assert second["request_id"] is None and second["jobs"] == 3
