@@ -142,6 +142,10 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
     header_timeout_s = 10.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_timer()
@@ -162,14 +166,11 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
     def _arm_header_timer(self) -> None:
         self._disarm_header_timer()
-        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
-            self.header_timeout_s, self._header_timeout
-        )
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
 
     def _disarm_header_timer(self) -> None:
-        timer = getattr(self, "_header_timer", None)
-        if timer is not None:
-            timer.cancel()
+        if self._header_timer is not None:
+            self._header_timer.cancel()
             self._header_timer = None
 
     def _header_timeout(self) -> None:
