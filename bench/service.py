@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 
 from apiwrap.adapters.emulators import EmulatorConfig, emulator
-from apiwrap.service import add_tenant
+from apiwrap.service import add_metrics_key, add_tenant
 from apiwrap.testing import fake_classify, solid_png
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,10 +118,11 @@ def main() -> None:
             f'concurrency = {args.concurrency}\noptions = {{ endpoint = "{endpoint}" }}\n'
         )
         keys = {tenant: add_tenant(path, tenant) for tenant in sorted(set(CLIENTS))}
+        scrape = {"Authorization": f"Bearer {add_metrics_key(path)}"}
         process, base = _serve(path)
         try:
             log, elapsed = asyncio.run(_load(base, keys, args.seconds))
-            slot_s = _mean_request_seconds(httpx.get(f"{base}/metrics").text)
+            slot_s = _mean_request_seconds(httpx.get(f"{base}/metrics", headers=scrape).text)
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=60)

@@ -17,20 +17,33 @@ from PIL import Image
 
 from apiwrap.adapters.emulators import Emulator, EmulatorConfig, emulator
 from apiwrap.engine.scheduler import VendorLimits
-from apiwrap.service import ServiceConfig, TenantConfig, VendorConfig, create_app, hash_key
+from apiwrap.service import (
+    MetricsConfig,
+    ServiceConfig,
+    TenantConfig,
+    VendorConfig,
+    create_app,
+    hash_key,
+    uvicorn_config,
+)
 from apiwrap.testing import fake_classify, solid_png
 
 RED = solid_png((200, 30, 30))  # fake_classify: "goldfish"
 GREEN = solid_png((30, 200, 30))  # "tree frog"
-FAST = {"n0": 5, "n": 20}  # 1 + 5 + 20 = 26 queries per image
+FAST = {"n0": 5, "n": 20, "selection": "leader"}  # 1 + 5 + 20 = 26 queries per image
 KEYS = {"alice": "key-alice", "bob": "key-bob", "carol": "key-carol"}
+METRICS_KEY = "key-metrics"
+SCRAPER = {"Authorization": f"Bearer {METRICS_KEY}"}
 
 
 class ServerThread:
     """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread, lifespan included."""
 
-    def __init__(self, app: FastAPI) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    def __init__(self, app: FastAPI, header_timeout_s: float = 10.0) -> None:
+        config = uvicorn_config(
+            app, host="127.0.0.1", port=0, header_timeout_s=header_timeout_s, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:
@@ -52,10 +65,12 @@ def service_config(tmp_path: Path, endpoint: str, **overrides: Any) -> ServiceCo
     caps: dict[str, dict[str, Any]] = overrides.pop("caps", {})
     tenants = {name: TenantConfig(name, hash_key(key), **caps.get(name, {})) for name, key in KEYS.items()}
     limits = overrides.pop("limits", VendorLimits(concurrency=4))
+    metrics = overrides.pop("metrics", MetricsConfig(hash_key(METRICS_KEY)))
     return ServiceConfig(
         runs_dir=tmp_path / "runs",
         vendors={"aws": VendorConfig("aws", limits, {"endpoint": endpoint})},
         tenants=tenants,
+        metrics=metrics,
         **overrides,
     )
 
@@ -95,7 +110,7 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     with client(server) as api:
         raw = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
         form = api.post("/v1/predict", data={"n": "20"}, files={"file": ("leaf.png", GREEN, "image/png")})
-        metrics = api.get("/metrics").text
+        metrics = api.get("/metrics", headers=SCRAPER).text
 
     assert raw.status_code == 200, raw.text
     certified = raw.json()
@@ -103,7 +118,8 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert certified["result"]["label"] == "goldfish"
     assert certified["result"]["radius"] > 0
     assert certified["job"]["progress"] == {"queries_done": 26, "queries_total": 26}
-    assert certified["job"]["spend"] == {"usd": "$0.026", "billable_queries": 26}  # aws: $1 per 1,000
+    # aws: $1 per 1,000
+    assert certified["job"]["spend"] == {"usd": "$0.026", "micro_usd": 26_000, "billable_queries": 26}
 
     assert form.status_code == 200, form.text
     predicted = form.json()
@@ -115,7 +131,10 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert vendor.billable == 26 + 21  # every query paid once, nothing else
     assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47' in metrics
     assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1' in metrics
-    assert 'apiwrap_spend_usd_total{tenant="alice",vendor="aws"} 0.047' in metrics
+    assert 'apiwrap_spend_micro_usd_total{tenant="alice",vendor="aws"} 47000' in metrics
+    assert 'apiwrap_budget_spent_micro_usd{tenant="alice"} 47000' in metrics
+    assert 'apiwrap_http_requests_total{method="POST",route="/v1/certify",status="200"} 1' in metrics
+    assert 'apiwrap_http_request_seconds_count{method="POST",route="/v1/predict"} 1' in metrics
     assert "apiwrap_vendor_request_seconds_count" in metrics
 
 
@@ -131,7 +150,7 @@ def test_batch_job_progress_results_and_openapi(server: str) -> None:
         by_form = api.post("/v1/jobs", data={"mode": "predict", "n": "20"}, files={"files": ("g.png", GREEN)})
         predicted = wait_for_job(api, by_form.json()["id"])
         predictions = api.get(f"/v1/jobs/{predicted['id']}/results").json()["results"]
-        listed = api.get("/v1/jobs").json()["jobs"]
+        listed = api.get("/v1/jobs").json()
         schema = api.get("/openapi.json").json()
         health = api.get("/healthz").json()
 
@@ -143,7 +162,8 @@ def test_batch_job_progress_results_and_openapi(server: str) -> None:
     assert all(r["status"] == "certified" for r in results)
     assert predicted["settings"]["mode"] == "predict" and predicted["progress"]["queries_total"] == 21
     assert [(r["status"], r["label"]) for r in predictions] == [("predicted", "tree frog")]
-    assert [job["id"] for job in listed] == [job_id, predicted["id"]]
+    assert [job["id"] for job in listed["jobs"]] == [job_id, predicted["id"]]
+    assert listed["next_cursor"] is None
     assert {"/v1/certify", "/v1/predict", "/v1/jobs", "/v1/jobs/{job_id}", "/metrics"} <= set(schema["paths"])
     assert health["status"] == "ok"
 
@@ -167,7 +187,7 @@ def test_auth_failures_and_tenant_isolation(server: str, vendor: Emulator) -> No
         bob_budget = bob.get("/v1/budget").json()
 
     assert no_key.status_code == 401 and no_key.headers["WWW-Authenticate"] == "Bearer"
-    assert no_key.json()["error"] == "unauthorized"
+    assert no_key.json()["code"] == "unauthorized"
     assert bad_key.status_code == 401
     # Another tenant's job answers exactly like a job that does not exist.
     assert [peek.status_code for peek in peeks] == [404] * 4
@@ -175,34 +195,62 @@ def test_auth_failures_and_tenant_isolation(server: str, vendor: Emulator) -> No
         "job-000000000000000000000000", "X"
     )
     assert bob_jobs == []
-    assert bob_budget["spent"] == {"usd": "$0.00", "billable_queries": 0}
+    assert bob_budget["spent"] == {"usd": "$0.00", "micro_usd": 0, "billable_queries": 0}
     assert vendor.billable == 26  # only alice's job reached the vendor
 
 
-def test_budget_exhaustion_answers_402(tmp_path: Path, vendor: Emulator) -> None:
+def test_a_request_the_tenant_cannot_pay_for_is_refused_before_any_query(
+    tmp_path: Path, vendor: Emulator
+) -> None:
     config = service_config(tmp_path, vendor.endpoint, caps={"carol": {"max_queries": 30}})
     with ServerThread(create_app(config)) as base, client(base, "carol") as api:
         first = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
-        partial = api.post("/v1/certify", params=FAST, content=GREEN, headers={"Content-Type": "image/png"})
-        refused = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+        paid_for_first = vendor.billable
+        doomed = api.post("/v1/certify", params=FAST, content=GREEN, headers={"Content-Type": "image/png"})
+        doomed_batch = api.post(
+            "/v1/jobs", params={"n0": 1, "n": 1, "selection": "leader"}, files=[("files", ("a.png", RED))] * 2
+        )
         budget = api.get("/v1/budget").json()
+        jobs = api.get("/v1/jobs").json()["jobs"]
+        paid_after_refusals = vendor.billable
         other = client(base, "alice").post(
             "/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"}
         )
 
     assert first.status_code == 200, first.text
-    # 4 queries were left: the job spent them, then stopped short of a certificate.
-    assert partial.status_code == 402
-    assert partial.json()["error"] == "budget_exceeded"
-    assert "ran out" in partial.json()["detail"]
-    # Nothing left: refused before any work, with the cap's own figures.
-    assert refused.status_code == 402
-    body = refused.json()
-    assert body["error"] == "budget_exceeded"
-    assert (body["cap"], body["limit"], body["spent"]) == ("queries", 30, 30)
-    assert budget["spent"]["billable_queries"] == 30 and budget["remaining"]["queries"] == 0
+    # 4 queries are left and the design needs 26: refused with the cap's own figures, nothing bought.
+    assert doomed.status_code == 402
+    body = doomed.json()
+    assert body["code"] == "budget_exceeded"
+    assert (body["cap"], body["limit"], body["spent"], body["requested"]) == ("queries", 30, 30 - 4, 26)
+    # two images of 1 + 1 + 1 queries need 6 of the 4 left
+    assert doomed_batch.status_code == 402 and doomed_batch.json()["requested"] == 6
+    assert paid_after_refusals == paid_for_first == 26
+    assert budget["spent"]["billable_queries"] == 26 and budget["remaining"]["queries"] == 4
+    assert len(jobs) == 1  # the refused requests left no job behind
     assert other.status_code == 200  # one tenant's exhausted budget is not another's
-    assert vendor.billable == 30 + 26
+
+
+def test_a_job_whose_allowance_runs_out_answers_402_naming_the_job_and_what_it_bought(
+    tmp_path: Path,
+) -> None:
+    # Every other answer is malformed: billed and retried, so the job's 10% retry margin runs out.
+    faulty = emulator("aws", EmulatorConfig(classify=fake_classify, fault_rates={"malformed": 0.5}))
+    with faulty as endpoint:
+        config = service_config(tmp_path, endpoint, caps={"carol": {"max_queries": 40}})
+        with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+            partial = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
+            job = api.get(partial.headers["Location"]).json()
+
+    assert partial.status_code == 402, partial.text
+    body = partial.json()
+    assert body["code"] == "budget_ran_out"
+    assert body["job"]["id"] == job["id"] and partial.headers["Location"] == f"/v1/jobs/{job['id']}"
+    assert job["id"] in body["detail"]
+    assert body["job"]["budget_exhausted"] is True
+    assert body["job"]["spend"]["billable_queries"] == job["spend"]["billable_queries"] == faulty.billable
+    assert body["result"]["status"] == "budget"
+    assert 0 < body["result"]["queries"] < 26  # the votes it did buy, reported
 
 
 def _gif() -> bytes:
@@ -234,7 +282,7 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
         too_small_for_aws = api.post("/v1/certify", content=solid_png(size=(40, 40)), headers=png)
 
     assert (too_long.status_code, streamed.status_code) == (413, 413)
-    assert too_long.json()["error"] == streamed.json()["error"] == "payload_too_large"
+    assert too_long.json()["code"] == streamed.json()["code"] == "payload_too_large"
     assert gif.status_code == gif_as_png.status_code == text.status_code == 415
     assert truncated.status_code == 422 and "truncated" in truncated.json()["detail"]
     assert empty.status_code == 422
@@ -243,7 +291,7 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
     assert unknown.status_code == 422
     # Samples the vendor's limits would refuse (AWS: sides of 80 pixels at least).
     assert too_small_for_aws.status_code == 422
-    assert too_small_for_aws.json()["error"] == "rejected_by_vendor"
+    assert too_small_for_aws.json()["code"] == "rejected_by_vendor"
     assert vendor.calls == 0
 
 
@@ -265,11 +313,12 @@ def test_cancel_stops_a_running_job_and_busy_tenants_wait(tmp_path: Path) -> Non
             budget = api.get("/v1/budget").json()
             bob.delete(f"/v1/jobs/{other_tenant.json()['id']}")
     assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
+    assert busy.json()["code"] == "tenant_busy"
     assert other_tenant.status_code == 202  # one tenant's limit is not another's
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert 10 <= cancelled.json()["progress"]["queries_done"] < 206
     assert again.status_code == 409
-    assert budget["held_by_running_jobs"]["queries"] == 0
+    assert budget["held_by_running_jobs"]["billable_queries"] == 0
     assert budget["spent"]["billable_queries"] == cancelled.json()["spend"]["billable_queries"]
 
 
@@ -282,7 +331,7 @@ def test_vendor_refusing_our_credentials_answers_502(tmp_path: Path) -> None:
     ):
         response = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
     assert response.status_code == 502
-    assert response.json()["error"] == "vendor_failed"
+    assert response.json()["code"] == "vendor_failed"
     assert "the-real-key" not in response.text
     assert strict.billable == 0
 
@@ -294,23 +343,21 @@ def test_concurrent_jobs_of_one_tenant_never_pass_its_cap(tmp_path: Path) -> Non
         config = service_config(tmp_path, endpoint, caps={"carol": {"max_queries": 60}})
         with ServerThread(create_app(config)) as base, client(base, "carol") as api:
             jobs = [
-                api.post("/v1/jobs", params=FAST, files={"files": (f"{i}.png", RED, "image/png")}).json()[
-                    "id"
-                ]
+                api.post("/v1/jobs", params=FAST, files={"files": (f"{i}.png", RED, "image/png")}).json()
                 for i in range(3)
             ]
-            finals = [wait_for_job(api, job_id) for job_id in jobs]
+            finals = [wait_for_job(api, job["id"]) for job in jobs[:2]]
             budget = api.get("/v1/budget").json()
             paid_by_jobs = slow.billable
             last = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
 
-    # Two jobs fit (26 queries each, plus their retry margin); the third got what was left.
-    assert [final["budget_exhausted"] for final in finals] == [False, False, True]
-    assert [final["spend"]["billable_queries"] for final in finals] == [26, 26, 2]
-    assert paid_by_jobs == budget["spent"]["billable_queries"] == 54
-    assert budget["held_by_running_jobs"]["queries"] == 0
-    assert last.status_code == 402  # the 6 queries left were spent, short of a certificate
-    assert slow.billable == 60
+    # Two jobs fit (26 queries each, plus their retry margin); the third could not and was refused.
+    assert jobs[2]["code"] == "budget_exceeded"
+    assert [final["spend"]["billable_queries"] for final in finals] == [26, 26]
+    assert paid_by_jobs == budget["spent"]["billable_queries"] == 52
+    assert budget["held_by_running_jobs"]["billable_queries"] == 0
+    assert last.status_code == 402  # the 8 queries left cannot pay for 26: refused, nothing spent
+    assert slow.billable == 52
 
 
 def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
@@ -322,7 +369,7 @@ def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
         client(base) as api,
     ):
         response = api.post("/v1/certify", params=FAST, content=RED, headers={"Content-Type": "image/png"})
-        metrics = api.get("/metrics").text
+        metrics = api.get("/metrics", headers=SCRAPER).text
     assert response.status_code == 200
     assert response.json()["result"]["status"] == "certified"
     throttles = strict.outcomes["throttle"]
@@ -330,3 +377,13 @@ def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
     assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {throttles}' in metrics
     assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {throttles}' in metrics
     assert strict.billable == 26  # throttled attempts are not billed
+
+
+def test_by_default_the_service_certifies_the_vendors_clean_label(server: str, vendor: Emulator) -> None:
+    with client(server) as api:
+        answer = api.post("/v1/certify", params={"n": 20}, content=RED, headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["result"]
+    # no selection query: the clean image and 20 estimation samples
+    assert (result["candidate"], result["queries"]) == (result["reference_label"], 1 + 20)
+    assert answer.json()["job"]["spend"]["billable_queries"] == 21 == vendor.billable

@@ -84,7 +84,9 @@ def test_killed_and_terminated_server_resumes_the_job_without_rebuying(tmp_path:
         first, base = _start(config)
         try:
             with httpx.Client(base_url=base, headers=headers, timeout=30) as api:
-                job_id = api.post("/v1/jobs", params={"n0": 5, "n": 60}, files=files).json()["id"]
+                job_id = api.post(
+                    "/v1/jobs", params={"n0": 5, "n": 60, "selection": "leader"}, files=files
+                ).json()["id"]
                 _wait_progress(api, job_id, QUERIES // 4)
         finally:
             first.send_signal(signal.SIGKILL)

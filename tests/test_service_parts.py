@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import time
 from pathlib import Path
 
@@ -11,7 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from apiwrap.cli.serve import serve
-from apiwrap.service import add_tenant, hash_key, load_config
+from apiwrap.service import add_tenant, hash_key, load_config, write_default_config
+from apiwrap.service._logging import configure_logging, log_event, request_id_var
 from apiwrap.service._metrics import Metrics
 from apiwrap.service._vendors import FairGate
 
@@ -90,15 +94,23 @@ def test_metrics_text_format() -> None:
     metrics = Metrics()
     metrics.count("apiwrap_vendor_queries_total", vendor="aws", outcome="ok")
     metrics.count("apiwrap_abstentions_total", vendor="aws", reason='pA "low"\n')
+    metrics.count("apiwrap_spend_micro_usd_total", 1_000, vendor="aws", tenant="acme")
+    metrics.count("apiwrap_spend_micro_usd_total", 2_000, vendor="aws", tenant="acme")
     for seconds in (0.003, 0.2, 40.0):
-        metrics.observe_latency(seconds, vendor="aws")
+        metrics.observe("apiwrap_vendor_request_seconds", seconds, vendor="aws")
+    metrics.gauges = lambda: [("apiwrap_budget_remaining_queries", {"tenant": "acme"}, 7)]
     text = metrics.render()
+    unlabelled = Metrics(tenant_labels=False)
+    unlabelled.count("apiwrap_spend_micro_usd_total", 1_000, vendor="aws", tenant="acme")
     assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1\n' in text
     assert 'reason="pA \\"low\\"\\n"' in text
     assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="0.005"} 1\n' in text
     assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="30.0"} 2\n' in text
     assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="+Inf"} 3\n' in text
     assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3\n' in text
+    assert 'apiwrap_spend_micro_usd_total{tenant="acme",vendor="aws"} 3000\n' in text  # integers: no drift
+    assert 'apiwrap_budget_remaining_queries{tenant="acme"} 7\n' in text
+    assert "acme" not in unlabelled.render()
 
 
 def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) -> None:
@@ -112,3 +124,46 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def test_metrics_key_and_service_settings_in_the_config_file(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    config = tmp_path / "service.toml"
+    write_default_config(config)
+    created = CliRunner().invoke(app, ["--config", str(config), "--create-metrics-key"])
+    again = CliRunner().invoke(app, ["--config", str(config), "--create-metrics-key"])
+    loaded = load_config(config)
+
+    assert created.exit_code == 0, created.output
+    assert loaded.metrics.key_sha256 == hash_key(created.stdout.strip().splitlines()[-1])
+    assert loaded.metrics.tenant_labels is True
+    assert again.exit_code != 0 and "already has a [metrics] table" in again.output
+    assert loaded.vendors.keys() == {"local"} and loaded.retention_days == 30
+    config.write_text(config.read_text().replace("retention_days = 30", "retention_days = 0"))
+    with pytest.raises(ValueError, match="retention_days must be positive"):
+        load_config(config)
+
+
+def test_service_logs_are_json_lines_with_the_request_id() -> None:
+    logger = logging.getLogger("apiwrap")
+    saved = (logger.handlers, logger.level, logger.propagate)
+    stream = io.StringIO()
+    try:
+        configure_logging("info", stream)
+        token = request_id_var.set("req-1")
+        log_event("job.resumed", job="job-1", tenant="acme", images=2)
+        request_id_var.reset(token)
+        log_event("jobs.pruned", jobs=3)
+    finally:
+        logger.handlers, logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["msg"], first["job"], first["images"], first["request_id"]) == (
+        "job.resumed",
+        "job-1",
+        2,
+        "req-1",
+    )
+    assert first["level"] == "info" and first["logger"] == "apiwrap.service"
+    assert second["request_id"] is None and second["jobs"] == 3

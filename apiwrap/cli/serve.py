@@ -1,4 +1,4 @@
-"""``apiwrap serve``: the certification service on uvicorn, and the admin command that adds tenants."""
+"""``apiwrap serve``: the certification service on uvicorn, and its admin commands (tenants, keys, prune)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,25 @@ from typing import Annotated
 
 import typer
 
-__all__ = ["serve"]
+__all__ = ["DEFAULT_CONFIG_PATH", "serve"]
+
+#: Where ``apiwrap serve`` looks for its config, and writes the embedded default when it is missing.
+DEFAULT_CONFIG_PATH = Path("apiwrap-service.toml")
 
 
 def serve(
     config: Annotated[
-        Path, typer.Option(help="Service TOML file (tables service, vendors.NAME, tenants.NAME).")
-    ] = Path("apiwrap-service.toml"),
+        Path | None,
+        typer.Option(
+            help="Service TOML file (tables service, vendors.NAME, tenants.NAME, metrics). "
+            f"Default: {DEFAULT_CONFIG_PATH}, written with the embedded defaults (local vendor) if missing."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     create_tenant: Annotated[
         str | None,
-        typer.Option(help="Add tenant NAME to --config, print its API key once, and exit (no server)."),
+        typer.Option(help="Add tenant NAME to the config, print its API key once, and exit (no server)."),
     ] = None,
     max_usd: Annotated[
         str | None, typer.Option(help="With --create-tenant: the tenant's money cap (USD).")
@@ -26,36 +33,83 @@ def serve(
     max_queries: Annotated[
         int | None, typer.Option(help="With --create-tenant: the tenant's cap on billable queries.")
     ] = None,
+    create_metrics_key: Annotated[
+        bool, typer.Option(help="Add a [metrics] key to the config, print it once, and exit (no server).")
+    ] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(help="Delete finished jobs older than --retention-days (or the config's), and exit."),
+    ] = False,
+    retention_days: Annotated[
+        float | None, typer.Option(help="With --prune: overrides the config's retention_days.")
+    ] = None,
     graceful_timeout: Annotated[
         int, typer.Option(help="On SIGTERM, seconds open requests get to finish before they are cut.")
     ] = 30,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[
+        str, typer.Option(help="Log level (the service logs JSON lines to stderr).")
+    ] = "info",
 ) -> None:
     """Serve certified labels over HTTP (OpenAPI at /docs and /openapi.json)."""
     # Imported here: the other commands should not pay for FastAPI and uvicorn.
-    from apiwrap.service import add_tenant, create_app, load_config
+    from apiwrap.service import (
+        add_metrics_key,
+        add_tenant,
+        configure_logging,
+        create_app,
+        load_config,
+        uvicorn_config,
+        write_default_config,
+    )
+    from apiwrap.service import prune as prune_jobs
 
+    path = config or DEFAULT_CONFIG_PATH
+    if config is None and not path.exists():
+        write_default_config(path)
+        typer.echo(f"no config: wrote the embedded default to {path} (local vendor, no tenants)", err=True)
     if create_tenant is not None:
         try:
-            key = add_tenant(config, create_tenant, max_usd=max_usd, max_queries=max_queries)
+            key = add_tenant(path, create_tenant, max_usd=max_usd, max_queries=max_queries)
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        typer.echo(f"tenant {create_tenant} added to {config}; its API key (shown only now):", err=True)
+        typer.echo(f"tenant {create_tenant} added to {path}; its API key (shown only now):", err=True)
+        typer.echo(key)
+        return
+    if create_metrics_key:
+        try:
+            key = add_metrics_key(path)
+        except (ValueError, OSError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+        typer.echo(f"metrics key added to {path}; scrape /metrics with it as a Bearer token:", err=True)
         typer.echo(key)
         return
     try:
-        service_config = load_config(config)
+        service_config = load_config(path)
     except (ValueError, OSError) as exc:
-        raise typer.BadParameter(f"{config}: {exc}") from None
+        raise typer.BadParameter(f"{path}: {exc}") from None
+    if prune:
+        days = retention_days if retention_days is not None else service_config.retention_days
+        if days is None:
+            raise typer.BadParameter("--prune needs --retention-days or retention_days in [service]")
+        typer.echo(f"pruned {prune_jobs(service_config, days)} finished jobs older than {days:g} days")
+        return
+    if not service_config.tenants:
+        typer.echo(
+            f"no tenants yet: create one with 'apiwrap serve --config {path} --create-tenant NAME' "
+            "(it prints the tenant's API key once)",
+            err=True,
+        )
 
     import uvicorn
 
-    # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to graceful_timeout),
-    # then the lifespan stops the jobs; they stay in the store and resume at the next start.
-    uvicorn.run(
-        create_app(service_config),
-        host=host,
-        port=port,
-        log_level=log_level,
-        timeout_graceful_shutdown=graceful_timeout,
-    )
+    configure_logging(log_level)
+    uvicorn.Server(
+        uvicorn_config(
+            create_app(service_config),
+            host=host,
+            port=port,
+            header_timeout_s=service_config.header_timeout_s,
+            log_level=log_level,
+            graceful_timeout_s=graceful_timeout,
+        )
+    ).run()

@@ -8,21 +8,49 @@ from __future__ import annotations
 
 from apiwrap.service._app import CertifyParams, create_app
 from apiwrap.service._config import (
+    DEFAULT_CONFIG,
+    MetricsConfig,
     ServiceConfig,
     TenantConfig,
     VendorConfig,
+    add_metrics_key,
     add_tenant,
     hash_key,
     load_config,
+    write_default_config,
 )
+from apiwrap.service._http import uvicorn_config
+from apiwrap.service._jobs import prune_store
+from apiwrap.service._logging import JsonFormatter, configure_logging
+from apiwrap.service._store import Store
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "CertifyParams",
+    "JsonFormatter",
+    "MetricsConfig",
     "ServiceConfig",
     "TenantConfig",
     "VendorConfig",
+    "add_metrics_key",
     "add_tenant",
+    "configure_logging",
     "create_app",
     "hash_key",
     "load_config",
+    "prune",
+    "uvicorn_config",
+    "write_default_config",
 ]
+
+
+def prune(config: ServiceConfig, retention_days: float) -> int:
+    """Delete the finished jobs older than ``retention_days`` (rows, images, journals); how many.
+
+    Safe while the server runs on the same store: running jobs are never touched.
+    """
+    store = Store(config.store_path)
+    try:
+        return len(prune_store(store, config.runs_dir, retention_days))
+    finally:
+        store.close()

@@ -2,36 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import dataclasses
 import functools
+import hashlib
 import hmac
-from collections.abc import AsyncIterator
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from apiwrap.adapters import create_adapter
-from apiwrap.budgets import BudgetExceeded, PriceTable, format_usd
-from apiwrap.denoisers import available_denoisers
+from apiwrap.budgets import PriceTable, format_usd
+from apiwrap.denoisers import AUTO, available_denoisers, recommended_denoiser
 from apiwrap.engine.jobs import load_denoise
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
 from apiwrap.service._errors import (
     EXCEPTION_HANDLERS,
-    Busy,
+    PROBLEM_MEDIA_TYPE,
+    BudgetRanOut,
     Conflict,
     InvalidRequest,
     JobFailed,
+    NotFound,
     Unauthorized,
     VendorFailed,
 )
+from apiwrap.service._http import BodyLimit, RequestContext
 from apiwrap.service._jobs import JobManager
 from apiwrap.service._metrics import CONTENT_TYPE, Metrics
-from apiwrap.service._store import Store
-from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, BodyLimit, Upload, check_image, read_upload
+from apiwrap.service._models import (
+    Budget,
+    BudgetFigures,
+    CertifyAnswer,
+    Health,
+    ImageOutcome,
+    Job,
+    JobList,
+    JobResults,
+    Problem,
+    Remaining,
+)
+from apiwrap.service._reports import job_report_page
+from apiwrap.service._store import Store, private_dir
+from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
 from apiwrap.statistics.procedures import CertificationSettings, Design, Mode, Selection
 
@@ -49,14 +73,22 @@ class CertifyParams(BaseModel):
     n: int = Field(100, ge=1, le=100_000, description="Estimation samples.")
     alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability per image.")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Noise seed.")
-    denoiser: str = Field("none", max_length=100, description="A denoiser shipped with the server.")
+    denoiser: str = Field(
+        AUTO,
+        max_length=100,
+        description="A denoiser shipped with the server, or 'auto': the best installed one for sigma.",
+    )
     size: int | None = Field(None, ge=8, le=1024, description="Resize and centre-crop to SIZE first.")
     design: Design = Field("fixed", description="fixed (Cohen's n0 + n), or sequential: target, best.")
     target_radius: float | None = Field(None, gt=0, le=100, description="The target design's radius.")
     max_queries: int = Field(
         400, ge=1, le=100_000, description="Sequential designs: queries per image at most."
     )
-    selection: Selection = Field("leader", description="Sequential designs: how the candidate is chosen.")
+    selection: Selection = Field(
+        "clean",
+        description="How the candidate is chosen: 'clean' (the vendor's label on the clean image) or "
+        "'leader' (the label leading noisy selection votes: Cohen's n0 votes for the fixed design).",
+    )
     selection_lead: int = Field(2, ge=1, le=1000, description="Sequential designs: lead that ends selection.")
 
 
@@ -101,35 +133,45 @@ _MANY_IMAGES = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["error", "detail"],
-                    "properties": {"error": {"type": "string"}, "detail": {}},
-                }
-            }
-        },
-    }
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses: each an ``application/problem+json`` :class:`Problem`."""
+    return {status: {"model": Problem, "description": _PROBLEM_WHEN[status]} for status in statuses}
 
 
-_AUTH_ERRORS: dict[int | str, dict[str, Any]] = {401: _error("No API key, or an unknown one.")}
-_JOB_ERRORS = {**_AUTH_ERRORS, 404: _error("No such job for this tenant.")}
-_UPLOAD_ERRORS = {
-    400: _error("A malformed multipart body, or too many file parts."),
-    **_AUTH_ERRORS,
-    402: _error("The tenant's budget cannot pay for this."),
-    413: _error("The request body is over the server's limit."),
-    415: _error("Not a PNG, JPEG or WebP image."),
-    422: _error("A bad parameter, or an image that cannot be decoded."),
-    502: _error("The vendor could not label the image."),
-    503: _error("Too many jobs running, or shutting down; see Retry-After."),
+_PROBLEM_WHEN = {
+    400: "A malformed multipart body, or too many file parts.",
+    401: "No API key, or an unknown one.",
+    402: "The tenant's budget cannot pay for this (before any query), or ran out during the job.",
+    404: "No such job for this tenant.",
+    408: "The request body did not arrive in time.",
+    409: "The job is not running.",
+    413: "The request body is over the server's limit.",
+    415: "Not a PNG, JPEG or WebP image.",
+    422: "A bad parameter or header, an image that cannot be decoded, or a reused Idempotency-Key.",
+    500: "The server failed.",
+    502: "The vendor could not label the image.",
+    503: "Too many jobs running, or shutting down; see Retry-After.",
 }
+# Any request may be refused for its body (408, 413), its parameters (422) or fail (500).
+_ANY = (408, 413, 422, 500)
+_AUTH_ERRORS = _problems(401, *_ANY)
+_JOB_ERRORS = _problems(401, 404, *_ANY)
+_CANCEL_ERRORS = _problems(401, 404, 409, *_ANY)
+_UPLOAD_ERRORS = _problems(400, 401, 402, 408, 413, 415, 422, 500, 502, 503)
+_LOCATION = {"Location": {"description": "The job's status URL.", "schema": {"type": "string"}}}
+_ACCEPTED = {
+    202: {
+        "model": Job,
+        "description": "The job runs on: poll it at Location (its results at Location + /results).",
+        "headers": _LOCATION,
+    }
+}
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
+_metrics_bearer = HTTPBearer(
+    auto_error=False, scheme_name="MetricsKey", description="The key of the config's [metrics] table."
+)
 
 
 def _manager(request: Request) -> JobManager:
@@ -156,6 +198,20 @@ def _tenant(
 Tenant = Annotated[TenantConfig, Depends(_tenant)]
 Manager = Annotated[JobManager, Depends(_manager)]
 Params = Annotated[CertifyParams, Query()]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[\x21-\x7e]{1,255}$",
+        description="Sent again with the same request, answers for the same job (1 to 255 visible ASCII).",
+    ),
+]
+Prefer = Annotated[
+    str | None,
+    Header(
+        description="RFC 7240: 'respond-async' (202 at once) or 'wait=N' (seconds, at most certify_wait_s)."
+    ),
+]
 
 
 def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mode) -> CertificationSettings:
@@ -169,9 +225,10 @@ def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mod
     vendor = params.vendor or config.default_vendor or config.vendor_names[0]
     if vendor not in config.vendors:
         raise InvalidRequest(f"vendor {vendor!r} is not offered here; choose one of {config.vendor_names}")
-    if params.denoiser not in request.app.state.denoisers:
+    denoiser = recommended_denoiser(params.sigma) if params.denoiser == AUTO else params.denoiser
+    if denoiser not in request.app.state.denoisers:
         raise InvalidRequest(
-            f"denoiser {params.denoiser!r} is not offered here; choose one of {request.app.state.denoisers}"
+            f"denoiser {denoiser!r} is not offered here; choose one of {request.app.state.denoisers}"
         )
     try:
         return CertificationSettings(
@@ -181,7 +238,7 @@ def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mod
             n=params.n,
             alpha=params.alpha,
             seed=params.seed,
-            denoiser=params.denoiser,
+            denoiser=denoiser,
             size=params.size,
             mode=mode,
             design=params.design,
@@ -222,37 +279,135 @@ async def _checked_upload(
     return settings, upload.images
 
 
+def _fingerprint(route: str, settings: CertificationSettings, images: list[tuple[str, bytes]]) -> str:
+    """What makes two POSTs the same request: the route, the settings, each image's name and bytes."""
+    digest = hashlib.sha256(route.encode())
+    digest.update(json.dumps(dataclasses.asdict(settings), sort_keys=True).encode())
+    for name, data in images:
+        digest.update(hashlib.sha256(name.encode()).digest() + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+async def _submit(
+    request: Request,
+    params: CertifyParams,
+    tenant: TenantConfig,
+    manager: JobManager,
+    mode: Mode,
+    kind: Literal["single", "batch"],
+    max_files: int,
+    key: str | None,
+) -> str:
+    settings, images = await _checked_upload(request, params, mode, max_files=max_files)
+    idempotency = None if key is None else (key, _fingerprint(request.url.path, settings, images))
+    return await manager.submit(tenant, kind, settings, images, idempotency)
+
+
+def _accepted(job: Job, preference: str | None = None) -> JSONResponse:
+    headers = {"Location": f"/v1/jobs/{job.id}", "Retry-After": "1"}
+    if preference:
+        headers["Preference-Applied"] = preference
+    return JSONResponse(job.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+def _wait_s(prefer: str, config: ServiceConfig) -> tuple[float, str | None]:
+    """How long a one-image request waits for its job (RFC 7240 ``Prefer``), and the preference applied."""
+    prefer = prefer.lower()
+    if "respond-async" in prefer:
+        return 0.0, "respond-async"
+    if match := _PREFER_WAIT.search(prefer):
+        return min(float(match.group(1)), config.certify_wait_s), f"wait={match.group(1)}"
+    return config.certify_wait_s, None
+
+
 async def _one_image(
-    request: Request, params: CertifyParams, tenant: TenantConfig, manager: JobManager, mode: Mode
-) -> dict[str, Any]:
-    settings, images = await _checked_upload(request, params, mode, max_files=1)
-    job_id = await manager.submit(tenant, "single", settings, images)
-    await manager.wait(job_id)
+    request: Request,
+    params: CertifyParams,
+    tenant: TenantConfig,
+    manager: JobManager,
+    mode: Mode,
+    key: str | None,
+    prefer: str | None,
+) -> CertifyAnswer | JSONResponse:
+    config: ServiceConfig = request.app.state.config
+    job_id = await _submit(request, params, tenant, manager, mode, "single", max_files=1, key=key)
+    wait_s, preference = _wait_s(prefer or "", config)
+    try:
+        # shield: a client that gives up (or our own timeout) leaves the job running, to be fetched.
+        await asyncio.wait_for(asyncio.shield(manager.wait(job_id)), timeout=wait_s)
+    except TimeoutError:
+        return _accepted((await manager.view(tenant.name, job_id)).to_model(), preference)
     view = await manager.view(tenant.name, job_id)
     if view.status == "running":  # the server is stopping; the job resumes when it restarts
-        raise Busy(f"the server is shutting down; job {job_id} resumes after the restart", retry_after=30)
+        return _accepted(view.to_model())
     if view.status == "cancelled":
         raise Conflict(f"job {job_id} was cancelled")
     if view.status == "failed":
         raise JobFailed(f"job {job_id} failed: {view.error}")
-    results = await manager.results(tenant.name, job_id)
-    result = results[0]
+    (result,) = await manager.results(tenant.name, job_id)
     if result["status"] == "failed":
         raise VendorFailed(f"job {job_id}: {result['error']}")
+    job = view.to_model()
     if result["status"] == "budget":
-        raise BudgetExceeded(
+        raise BudgetRanOut(
             f"the budget of tenant {tenant.name!r} ran out during job {job_id} before its votes were "
-            f"complete; it spent {format_usd(view.spent_micro_usd)} ({view.spent_queries} billable queries)"
+            f"complete; it bought {view.spent_queries} billable queries "
+            f"for {format_usd(view.spent_micro_usd)}",
+            job=job.model_dump(mode="json"),
+            result=result,
         )
-    return {"job": view.to_json(), "result": result}
+    return CertifyAnswer(job=job, result=ImageOutcome.model_validate(result))
+
+
+def _cursor(position: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{position}".encode()).decode().rstrip("=")
+
+
+def _position(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        position = int(text.removeprefix("after:")) if text.startswith("after:") else -1
+    except (ValueError, UnicodeDecodeError):
+        position = -1
+    if position < 0:
+        raise InvalidRequest("cursor: not a cursor this server gave (use next_cursor as it is)")
+    return position
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The schema, with every error answer under ``application/problem+json``, as it is sent."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        # An HTML route (the job report) documents its errors under text/html by default.
+                        if int(status) >= 400 and content:
+                            response["content"] = {PROBLEM_MEDIA_TYPE: next(iter(content.values()))}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return build
+
+
+async def _prune_periodically(manager: JobManager, retention_days: float) -> None:
+    while True:
+        await manager.prune(retention_days)
+        await asyncio.sleep(3600)
 
 
 def create_app(config: ServiceConfig) -> FastAPI:
     """The service for ``config``; its lifespan opens the store and vendors and resumes jobs."""
-    metrics = Metrics()
+    metrics = Metrics(tenant_labels=config.metrics.tenant_labels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        private_dir(config.runs_dir)
         store = Store(config.store_path)
         prices = PriceTable.load(config.prices) if config.prices else PriceTable.default()
         vendors: dict[str, SharedVendor] = {}
@@ -273,9 +428,14 @@ def create_app(config: ServiceConfig) -> FastAPI:
             manager = JobManager(config, store, vendors, metrics, prices)
             await manager.start()
             app.state.manager = manager
+            pruning = None
+            if config.retention_days is not None:
+                pruning = asyncio.create_task(_prune_periodically(manager, config.retention_days))
             try:
                 yield
             finally:
+                if pruning is not None:
+                    pruning.cancel()
                 await manager.stop()
         finally:
             for vendor_ in vendors.values():
@@ -289,105 +449,193 @@ def create_app(config: ServiceConfig) -> FastAPI:
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.config = config
     app.state.denoisers = available_denoisers()
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
+    app.add_middleware(RequestContext, metrics=metrics, body_timeout_s=config.body_timeout_s)
+    _routes(app, config, metrics)
+    return app
 
-    @app.post("/v1/certify", openapi_extra=_ONE_IMAGE, responses=_UPLOAD_ERRORS)
-    async def certify(request: Request, params: Params, tenant: Tenant, manager: Manager) -> dict[str, Any]:
-        """Certify one image: the label and the L2 radius within which it cannot change, or abstain."""
-        return await _one_image(request, params, tenant, manager, "certify")
 
-    @app.post("/v1/predict", openapi_extra=_ONE_IMAGE, responses=_UPLOAD_ERRORS)
-    async def predict(request: Request, params: Params, tenant: Tenant, manager: Manager) -> dict[str, Any]:
-        """The smoothed classifier's label for one image (no radius), or abstain."""
-        return await _one_image(request, params, tenant, manager, "predict")
+def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
+    """Every route of the service, in one place."""
 
-    @app.post("/v1/jobs", status_code=202, openapi_extra=_MANY_IMAGES, responses=_UPLOAD_ERRORS)
+    @app.post(
+        "/v1/certify",
+        openapi_extra=_ONE_IMAGE,
+        responses={**_ACCEPTED, **_UPLOAD_ERRORS},
+        response_model=CertifyAnswer,
+    )
+    async def certify(
+        request: Request,
+        params: Params,
+        tenant: Tenant,
+        manager: Manager,
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
+    ) -> CertifyAnswer | JSONResponse:
+        """Certify one image: the label and the L2 radius within which it cannot change, or abstain.
+
+        Waits for the job up to the server's ``certify_wait_s`` (or ``Prefer: wait=N``; ``Prefer:
+        respond-async`` does not wait), then answers 202 with the job's Location.
+        """
+        return await _one_image(request, params, tenant, manager, "certify", idempotency_key, prefer)
+
+    @app.post(
+        "/v1/predict",
+        openapi_extra=_ONE_IMAGE,
+        responses={**_ACCEPTED, **_UPLOAD_ERRORS},
+        response_model=CertifyAnswer,
+    )
+    async def predict(
+        request: Request,
+        params: Params,
+        tenant: Tenant,
+        manager: Manager,
+        idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
+    ) -> CertifyAnswer | JSONResponse:
+        """The smoothed classifier's label for one image (no radius), or abstain; waits as certify does."""
+        return await _one_image(request, params, tenant, manager, "predict", idempotency_key, prefer)
+
+    @app.post(
+        "/v1/jobs",
+        status_code=202,
+        openapi_extra=_MANY_IMAGES,
+        responses={**_ACCEPTED, **_UPLOAD_ERRORS},
+        response_model=Job,
+    )
     async def submit_job(
         request: Request,
         params: Annotated[JobParams, Query()],
         tenant: Tenant,
         manager: Manager,
+        idempotency_key: IdempotencyKey = None,
     ) -> JSONResponse:
         """Start a batch job on the uploaded images; poll it at the Location returned."""
         max_files = config.max_images_per_job
-        settings, images = await _checked_upload(request, params, params.mode, max_files=max_files)
-        job_id = await manager.submit(tenant, "batch", settings, images)
-        view = await manager.view(tenant.name, job_id)
-        return JSONResponse(view.to_json(), status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+        job_id = await _submit(
+            request, params, tenant, manager, params.mode, "batch", max_files=max_files, key=idempotency_key
+        )
+        return _accepted((await manager.view(tenant.name, job_id)).to_model())
 
     @app.get("/v1/jobs", responses=_AUTH_ERRORS)
-    async def list_jobs(tenant: Tenant, manager: Manager) -> dict[str, Any]:
-        """The tenant's jobs, oldest first."""
-        return {"jobs": [view.to_json() for view in await manager.views(tenant.name)]}
+    async def list_jobs(
+        response: Response,
+        tenant: Tenant,
+        manager: Manager,
+        limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page.")] = 50,
+        cursor: Annotated[str | None, Query(max_length=64, description="next_cursor of a page.")] = None,
+    ) -> JobList:
+        """The tenant's jobs, oldest first, a page at a time (follow next_cursor, or the Link header)."""
+        views, following = await manager.page(tenant.name, after=_position(cursor), limit=limit)
+        next_cursor = None if following is None else _cursor(following)
+        if next_cursor is not None:
+            response.headers["Link"] = f'</v1/jobs?limit={limit}&cursor={next_cursor}>; rel="next"'
+        return JobList(jobs=[view.to_model() for view in views], next_cursor=next_cursor)
 
     @app.get("/v1/jobs/{job_id}", responses=_JOB_ERRORS)
-    async def job_status(job_id: str, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+    async def job_status(job_id: str, tenant: Tenant, manager: Manager) -> Job:
         """A job's status, progress (queries done of total) and spend."""
-        return (await manager.view(tenant.name, job_id)).to_json()
+        return (await manager.view(tenant.name, job_id)).to_model()
 
     @app.get("/v1/jobs/{job_id}/results", responses=_JOB_ERRORS)
-    async def job_results(job_id: str, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+    async def job_results(job_id: str, tenant: Tenant, manager: Manager) -> JobResults:
         """Results of the images finished so far (all of them once the job is done)."""
         view = await manager.view(tenant.name, job_id)
-        return {"job": view.to_json(), "results": await manager.results(tenant.name, job_id)}
+        results = await manager.results(tenant.name, job_id)
+        return JobResults(
+            job=view.to_model(), results=[ImageOutcome.model_validate(result) for result in results]
+        )
 
-    @app.post("/v1/jobs/{job_id}/cancel", responses={**_JOB_ERRORS, 409: _error("The job is not running.")})
-    @app.delete("/v1/jobs/{job_id}", responses={**_JOB_ERRORS, 409: _error("The job is not running.")})
-    async def cancel_job(job_id: str, tenant: Tenant, manager: Manager) -> dict[str, Any]:
+    @app.post("/v1/jobs/{job_id}/cancel", responses=_CANCEL_ERRORS)
+    @app.delete("/v1/jobs/{job_id}", responses=_CANCEL_ERRORS)
+    async def cancel_job(
+        job_id: str, tenant: Tenant, manager: Manager, idempotency_key: IdempotencyKey = None
+    ) -> Job:
         """Stop a running job; what it has paid for stays in its results."""
-        await manager.cancel(tenant.name, job_id)
-        return (await manager.view(tenant.name, job_id)).to_json()
-
-    # The job report (docs/reports.md), built by apiwrap.reports.service; self-contained in this block.
-    from fastapi.responses import HTMLResponse
-
-    from apiwrap.reports.service import job_report_page
+        await manager.cancel(tenant.name, job_id, idempotency_key)
+        return (await manager.view(tenant.name, job_id)).to_model()
 
     @app.get(
         "/v1/jobs/{job_id}/report",
         response_class=HTMLResponse,
-        # The annotation names a class imported in this block, which FastAPI cannot resolve: the
-        # page is the response itself, there is no model to derive.
+        # The page is the response itself: there is no model to derive.
         response_model=None,
-        responses={**_JOB_ERRORS, 409: _error("The job is still running.")},
+        responses=_CANCEL_ERRORS,  # 409 while the job runs
     )
     async def job_report(job_id: str, tenant: Tenant, manager: Manager) -> HTMLResponse:
         """The finished job's report: one self-contained HTML page (settings, spend, curve, images)."""
         return HTMLResponse(await job_report_page(manager, config, tenant.name, job_id))
 
     @app.get("/v1/budget", responses=_AUTH_ERRORS)
-    async def budget(tenant: Tenant, manager: Manager) -> dict[str, Any]:
+    async def budget(tenant: Tenant, manager: Manager) -> Budget:
         """The tenant's caps, spend and what running jobs hold."""
         snapshot = manager.budget(tenant.name).snapshot()
         remaining = snapshot.remaining
-        return {
-            "tenant": tenant.name,
-            "max_usd": None if snapshot.max_micro_usd is None else format_usd(snapshot.max_micro_usd),
-            "max_queries": snapshot.max_queries,
-            "spent": {
-                "usd": format_usd(snapshot.spent.micro_usd),
-                "billable_queries": snapshot.spent.queries,
-            },
-            "held_by_running_jobs": {
-                "usd": format_usd(snapshot.reserved.micro_usd),
-                "queries": snapshot.reserved.queries,
-            },
-            "remaining": {
-                "usd": None if remaining.micro_usd is None else format_usd(remaining.micro_usd),
-                "queries": remaining.queries,
-            },
-        }
 
-    @app.get("/healthz")
-    async def healthz(request: Request) -> dict[str, Any]:
+        def figures(micro_usd: int, queries: int) -> BudgetFigures:
+            return BudgetFigures(usd=format_usd(micro_usd), micro_usd=micro_usd, billable_queries=queries)
+
+        return Budget(
+            tenant=tenant.name,
+            max_usd=None if snapshot.max_micro_usd is None else format_usd(snapshot.max_micro_usd),
+            max_queries=snapshot.max_queries,
+            spent=figures(snapshot.spent.micro_usd, snapshot.spent.queries),
+            held_by_running_jobs=figures(snapshot.reserved.micro_usd, snapshot.reserved.queries),
+            remaining=Remaining(
+                usd=None if remaining.micro_usd is None else format_usd(remaining.micro_usd),
+                micro_usd=remaining.micro_usd,
+                queries=remaining.queries,
+            ),
+        )
+
+    @app.get("/healthz", responses=_problems(*_ANY))
+    async def healthz(manager: Manager) -> Health:
         """Liveness: the server is up and its lifespan has started."""
-        return {"status": "ok", "vendors": config.vendor_names, "jobs_running": metrics.jobs_running}
+        return Health(status="ok", vendors=config.vendor_names, jobs_running=manager.jobs_running)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics_key(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_metrics_bearer)],
+    ) -> None:
+        expected = config.metrics.key_sha256
+        if expected is None:
+            raise NotFound("metrics are off: add a [metrics] key with 'apiwrap serve --create-metrics-key'")
+        presented = hash_key(credentials.credentials) if credentials else ""
+        if not hmac.compare_digest(presented, expected):
+            raise Unauthorized("send the metrics key as 'Authorization: Bearer KEY'")
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}, **_JOB_ERRORS},
+        dependencies=[Depends(metrics_key)],
+    )
     async def metrics_text() -> PlainTextResponse:
-        """Prometheus metrics (text format 0.0.4)."""
+        """Prometheus metrics (text format 0.0.4); needs the metrics key of the [metrics] table."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
-    return app
+    _options_routes(app)
+
+
+def _options_routes(app: FastAPI) -> None:
+    """``OPTIONS`` on every path answers 204 with the methods the path allows (RFC 9110 §9.3.7)."""
+    allowed: dict[str, set[str]] = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            allowed.setdefault(route.path, set()).update(route.methods)
+    for path, methods in allowed.items():
+        app.add_api_route(
+            path,
+            _options(", ".join(sorted(methods | {"OPTIONS"}))),
+            methods=["OPTIONS"],
+            include_in_schema=False,
+        )
+
+
+def _options(allow: str) -> Callable[[], Coroutine[Any, Any, Response]]:
+    async def options() -> Response:
+        return Response(status_code=204, headers={"Allow": allow})
+
+    return options

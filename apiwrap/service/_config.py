@@ -11,6 +11,14 @@
     max_running_jobs = 32              # beyond it: 503 with Retry-After
     max_running_jobs_per_tenant = 8    # so one tenant cannot take them all
     prices = "prices.toml"             # optional budgets.PriceTable overrides
+    certify_wait_s = 60                # /v1/certify answers 202 + Location after this long
+    header_timeout_s = 10              # a connection's request headers must arrive within this
+    body_timeout_s = 30                # longest wait for the next chunk of a request body
+    retention_days = 30                # finished jobs older than this are pruned (omit: kept)
+
+    [metrics]                          # written by ``apiwrap serve --create-metrics-key``
+    key_sha256 = "..."                 # /metrics needs this key (absent: /metrics answers 404)
+    tenant_labels = true               # tenant names on spend and budget series
 
     [vendors.aws]                      # every vendor a client may name; credentials stay here
     requests_per_second = 5            # shared by every tenant (fair round-robin)
@@ -30,6 +38,7 @@ Vendor credentials come from this file's ``options`` or from the environment the
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import tomllib
@@ -42,13 +51,30 @@ from apiwrap.budgets import parse_usd
 from apiwrap.engine.scheduler import VendorLimits
 
 __all__ = [
+    "DEFAULT_CONFIG",
+    "MetricsConfig",
     "ServiceConfig",
     "TenantConfig",
     "VendorConfig",
+    "add_metrics_key",
     "add_tenant",
     "hash_key",
     "load_config",
+    "write_default_config",
 ]
+
+#: What ``apiwrap serve`` starts on when there is no config file: the in-process ``local``
+#: vendor (no credentials, no cost), no tenants yet.
+DEFAULT_CONFIG = """\
+# apiwrap serve: written with the embedded defaults; see docs/service.md for every setting.
+[service]
+runs_dir = "runs/service"
+default_vendor = "local"
+retention_days = 30
+
+[vendors.local]
+concurrency = 2
+"""
 
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -74,6 +100,13 @@ class VendorConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    #: sha256 of the key a scraper sends as ``Authorization: Bearer``; None: /metrics is off.
+    key_sha256: str | None = None
+    tenant_labels: bool = True
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     runs_dir: Path
     vendors: dict[str, VendorConfig]
@@ -89,6 +122,13 @@ class ServiceConfig:
     #: How long a request may wait for its turn at a vendor shared with other jobs, on top of
     #: the vendor's own timeout, before its job's scheduler counts it as failed and retries.
     queue_timeout_s: float = 300.0
+    #: How long ``POST /v1/certify`` waits for its job before answering 202 with its Location.
+    certify_wait_s: float = 60.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    #: Finished jobs (row, images, journal) older than this many days are deleted; None: kept.
+    retention_days: float | None = None
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def __post_init__(self) -> None:
         if not self.vendors:
@@ -104,6 +144,11 @@ class ServiceConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("queue_timeout_s", "certify_wait_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if self.retention_days is not None and not self.retention_days > 0:
+            raise ValueError("retention_days must be positive (omit it to keep jobs forever)")
 
     @property
     def vendor_names(self) -> list[str]:
@@ -153,22 +198,61 @@ def _vendor(name: str, table: dict[str, Any]) -> VendorConfig:
     return VendorConfig(name, limits, dict(options))
 
 
+def _metrics(table: dict[str, Any]) -> MetricsConfig:
+    _check_keys("metrics", table, {"key_sha256", "tenant_labels"})
+    key_hash = table.get("key_sha256")
+    if key_hash is not None and not re.fullmatch(r"[0-9a-f]{64}", str(key_hash)):
+        raise ValueError("metrics.key_sha256 must be 64 lowercase hex digits")
+    tenant_labels = table.get("tenant_labels", True)
+    if not isinstance(tenant_labels, bool):
+        raise ValueError("metrics.tenant_labels must be true or false")
+    return MetricsConfig(key_hash, tenant_labels)
+
+
 def load_config(path: Path) -> ServiceConfig:
     """Read and check the server's TOML file (relative paths are relative to the file)."""
     with path.open("rb") as handle:
         data = tomllib.load(handle)
+    _check_keys("the top level", data, {"service", "vendors", "tenants", "metrics"})
     service = dict(data.get("service", {}))
     base = path.parent
     runs_dir = base / service.pop("runs_dir", "runs/service")
     prices = service.pop("prices", None)
-    _check_keys("service", service, set(ServiceConfig.__dataclass_fields__) - {"vendors", "tenants"})
+    known = set(ServiceConfig.__dataclass_fields__) - {"vendors", "tenants", "metrics"}
+    _check_keys("service", service, known)
     return ServiceConfig(
         runs_dir=runs_dir,
         vendors={name: _vendor(name, table) for name, table in data.get("vendors", {}).items()},
         tenants={name: _tenant(name, table) for name, table in data.get("tenants", {}).items()},
         prices=base / prices if prices else None,
+        metrics=_metrics(data.get("metrics", {})),
         **service,
     )
+
+
+def _append_private(path: Path, text: str) -> None:
+    """Append to the config, which may hold vendor credentials: created, and kept, owner-only."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+def write_default_config(path: Path) -> None:
+    """Create ``path`` (owner-only) with :data:`DEFAULT_CONFIG`; an existing file is an error."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(DEFAULT_CONFIG)
+
+
+def add_metrics_key(path: Path) -> str:
+    """Add a ``[metrics]`` table with a new scrape key to the config; return the key (shown once)."""
+    existing = tomllib.loads(path.read_text()) if path.exists() else {}
+    if "metrics" in existing:
+        raise ValueError(f"{path} already has a [metrics] table; delete it to make a new key")
+    key = "awm_" + secrets.token_urlsafe(32)
+    _append_private(path, f'\n[metrics]\nkey_sha256 = "{hash_key(key)}"\ntenant_labels = true\n')
+    return key
 
 
 def add_tenant(path: Path, name: str, *, max_usd: str | None = None, max_queries: int | None = None) -> str:
@@ -184,6 +268,5 @@ def add_tenant(path: Path, name: str, *, max_usd: str | None = None, max_queries
         lines.append(f"max_queries = {int(max_queries)}")
     table = {"key_sha256": hash_key(key), "max_usd": max_usd, "max_queries": max_queries}
     _tenant(name, {k: v for k, v in table.items() if v is not None})  # validate before writing
-    with path.open("a") as handle:
-        handle.write("\n".join(lines) + "\n")
+    _append_private(path, "\n".join(lines) + "\n")
     return key

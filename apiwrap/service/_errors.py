@@ -1,29 +1,37 @@
-"""The service's error tree and the one table that maps every error to an HTTP answer.
+"""The service's error tree and the one table that maps every error to an RFC 9457 problem.
 
     ServiceError(status, code)
     ├── Unauthorized          401: no API key, or one no tenant holds
+    ├── BudgetRanOut          402: a one-image job stopped when its allowance ran out
     ├── NotFound              404: no such job *for this tenant* (another tenant's job is not revealed)
+    ├── RequestTimeout        408: the body did not arrive within ``body_timeout_s``
     ├── Conflict              409: the job is not in a state that allows this
     ├── PayloadTooLarge       413: the request body passes the configured limit
     ├── UnsupportedImage      415: not a PNG, JPEG or WebP image
     ├── InvalidRequest        422: a parameter or an image the service cannot use
+    │   └── IdempotencyKeyReused  422: an ``Idempotency-Key`` sent again with another request
     ├── JobFailed             500: the job itself failed on the server (logged there)
     ├── VendorFailed          502: the vendor could not label the image (e.g. refused our credentials)
     └── Busy(retry_after)     503: too many jobs running, or shutting down; come back later
 
 Errors of the other packages are mapped in the same table: ``budgets.BudgetExceeded`` ->
 402, ``adapters.Throttled`` -> 503 with Retry-After, ``adapters.Rejected`` (an image the
-vendor's limits refuse) and ``apiwrap.engine.images.ImageError`` -> 422, request validation -> 422.
-Starlette finds a handler by walking the exception's MRO against the table, so a subclass
-inherits its parent's answer. Every body has the same shape: ``{"error": code, "detail":
-message, ...}``.
+vendor's limits refuse) and ``apiwrap.errors.ImageError`` -> 422, request validation -> 422,
+Starlette's own HTTP errors (404 for an unknown path, 405, 400 for a malformed form) keep their
+status. Starlette finds a handler by walking the exception's MRO against the table, so a
+subclass inherits its parent's answer.
+
+Every error body is ``application/problem+json`` (RFC 9457): ``type`` (a stable URI per
+``code``), ``title``, ``status``, ``detail`` (always a string), ``instance`` (the path),
+``code`` (the stable machine name), ``request_id``, and extension members named per error.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -36,23 +44,66 @@ from starlette.responses import Response
 from apiwrap.adapters import Rejected, Throttled
 from apiwrap.budgets import BudgetExceeded, format_usd
 from apiwrap.errors import ApiwrapError, ImageError
+from apiwrap.service._logging import current_request_id
 
 __all__ = [
     "EXCEPTION_HANDLERS",
+    "PROBLEM_MEDIA_TYPE",
+    "BudgetRanOut",
     "Busy",
     "Conflict",
+    "IdempotencyKeyReused",
     "InvalidRequest",
     "JobFailed",
     "NotFound",
     "PayloadTooLarge",
+    "ProblemResponse",
+    "RequestTimeout",
     "ServiceError",
     "Unauthorized",
     "UnsupportedImage",
     "VendorFailed",
-    "error_body",
+    "problem",
+    "problem_type",
 ]
 
 _log = logging.getLogger("apiwrap.service")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: Codes for Starlette's own HTTP errors, by status.
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable"}
+
+
+def problem_type(code: str) -> str:
+    """The problem's ``type``: a tag URI (RFC 4151), stable per code and never dereferenced."""
+    return f"tag:apiwrap.dev,2026:problem:{code}"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> ProblemResponse:
+    """The problem document; ``X-Problem-Code`` repeats ``code`` for the metrics middleware."""
+    body = {
+        "type": problem_type(code),
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+        "code": code,
+        "request_id": current_request_id(),
+        **extensions,
+    }
+    return ProblemResponse(body, status_code=status, headers={**(headers or {}), "X-Problem-Code": code})
 
 
 class ServiceError(ApiwrapError):
@@ -64,6 +115,9 @@ class ServiceError(ApiwrapError):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def extensions(self) -> dict[str, Any]:
+        return {}
+
 
 class Unauthorized(ServiceError):
     status = 401
@@ -73,9 +127,35 @@ class Unauthorized(ServiceError):
         return {"WWW-Authenticate": "Bearer"}
 
 
+class BudgetRanOut(ServiceError):
+    """A one-image job that stopped short of its result: names the job and what it bought."""
+
+    status = 402
+    code = "budget_ran_out"
+
+    def __init__(self, message: str, *, job: dict[str, Any], result: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.job = job
+        self.result = result
+
+    def headers(self) -> dict[str, str]:
+        return {"Location": f"/v1/jobs/{self.job['id']}"}
+
+    def extensions(self) -> dict[str, Any]:
+        return {"job": self.job, "result": self.result}
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"
+
+
+class RequestTimeout(ServiceError):
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
 
 
 class Conflict(ServiceError):
@@ -98,6 +178,10 @@ class InvalidRequest(ServiceError):
     code = "invalid_request"
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    code = "idempotency_key_reused"
+
+
 class JobFailed(ServiceError):
     status = 500
     code = "job_failed"
@@ -109,85 +193,92 @@ class VendorFailed(ServiceError):
 
 
 class Busy(ServiceError):
-    status = 503
-    code = "busy"
+    """503 with Retry-After; ``code`` says why: ``server_busy``, ``tenant_busy`` or ``shutting_down``."""
 
-    def __init__(self, message: str, retry_after: float) -> None:
+    status = 503
+
+    def __init__(self, message: str, retry_after: float, code: str = "server_busy") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
-def error_body(code: str, detail: Any, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail, **extra}
-
-
-def _json(status: int, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
-
-
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    return _json(exc.status, error_body(exc.code, str(exc)), exc.headers())
+    return problem(
+        exc.status,
+        exc.code,
+        str(exc),
+        instance=request.url.path,
+        headers=exc.headers(),
+        **exc.extensions(),
+    )
 
 
 async def _budget_exceeded(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, BudgetExceeded)
-    extra: dict[str, Any] = {}
+    extensions: dict[str, Any] = {}
     if exc.cap is not None:
         # The cap's figures in the cap's unit, so a client needs no parsing of the message.
         unit = (lambda value: format_usd(value)) if exc.cap == "usd" else (lambda value: value)
-        extra = {
+        extensions = {
             "cap": exc.cap,
             "limit": unit(exc.limit),
             "spent": unit(exc.spent),
             "reserved": unit(exc.reserved),
             "requested": unit(exc.requested),
         }
-    return _json(402, error_body("budget_exceeded", str(exc), **extra))
+    return problem(402, "budget_exceeded", str(exc), instance=request.url.path, **extensions)
 
 
 async def _throttled(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Throttled)
-    retry_after = max(1, math.ceil(exc.retry_after or 1))
-    return _json(503, error_body("throttled", str(exc)), {"Retry-After": str(retry_after)})
+    retry_after = str(max(1, math.ceil(exc.retry_after or 1)))
+    return problem(
+        503, "throttled", str(exc), instance=request.url.path, headers={"Retry-After": retry_after}
+    )
 
 
 async def _image_error(request: Request, exc: Exception) -> Response:
-    return _json(422, error_body("invalid_image", str(exc)))
+    return problem(422, "invalid_image", str(exc), instance=request.url.path)
 
 
 async def _rejected(request: Request, exc: Exception) -> Response:
-    return _json(422, error_body("rejected_by_vendor", f"the vendor would refuse this image: {exc}"))
+    detail = f"the vendor would refuse this image: {exc}"
+    return problem(422, "rejected_by_vendor", detail, instance=request.url.path)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError | ValidationError)
     # pydantic's own error dicts may hold the raw input (bytes, exceptions): keep only what is JSON.
-    details = [
+    errors = [
         {
-            "loc": list(error.get("loc", ())),
+            "loc": [str(part) for part in error.get("loc", ())],
             "msg": str(error.get("msg", "")),
             "type": str(error.get("type", "")),
         }
         for error in exc.errors()
     ]
-    return _json(422, error_body("invalid_request", details))
+    detail = "; ".join(f"{'.'.join(error['loc'])}: {error['msg']}" for error in errors)
+    return problem(422, "invalid_request", detail, instance=request.url.path, errors=errors)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in {204, 304}:
         return Response(status_code=exc.status_code, headers=exc.headers)
-    return _json(exc.status_code, error_body("http_error", exc.detail), exc.headers)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return problem(exc.status_code, code, str(exc.detail), instance=request.url.path, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # Starlette's outer error layer answers 500 with this and re-raises, so it is logged too.
     _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return _json(500, error_body("internal_error", "the server failed to handle this request"))
+    detail = "the server failed to handle this request"
+    return problem(500, "internal_error", detail, instance=request.url.path)
 
 
 #: The one table: exception type -> handler (found through the exception's MRO).

@@ -13,6 +13,15 @@ query by query. When the job ends the allowance is released and what the job's l
 spent is charged instead. So concurrent jobs of one tenant can never pass the tenant's cap
 together, and an admitted job never waits for another's money. (A job whose vendor bills more
 retries than the margin stops early with ``budget`` results, as a job at its cap does.)
+
+A job of the fixed design needs a known number of queries; one the tenant cannot pay for in
+full is refused (402) before anything is stored or sent, instead of buying votes that can
+never make a certificate. A sequential design may stop early, so it is admitted with what is
+left, as a resumed job is.
+
+Admission is atomic: the running-job slots (the server's and the tenant's), the allowance and
+the ``Idempotency-Key`` are all taken synchronously, before the first ``await``, and given
+back if storing the job fails, so concurrent requests can never pass a limit together.
 """
 
 from __future__ import annotations
@@ -22,6 +31,9 @@ import dataclasses
 import logging
 import math
 import secrets
+import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -32,15 +44,16 @@ from apiwrap.engine.jobs import JobSpec, journal_path, run_job
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
 from apiwrap.service._config import ServiceConfig, TenantConfig
-from apiwrap.service._errors import Busy, Conflict, NotFound
-from apiwrap.service._metrics import Metrics
-from apiwrap.service._store import JobRow, JobStatus, Store
+from apiwrap.service._errors import Busy, Conflict, IdempotencyKeyReused, NotFound
+from apiwrap.service._logging import log_event
+from apiwrap.service._metrics import GaugeSample, Metrics
+from apiwrap.service._models import Job, Progress, Settings, Spend
+from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
 from apiwrap.service._vendors import JobAdapter, SharedVendor
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobManager", "JobView"]
 
-_log = logging.getLogger("apiwrap.service")
 _RETRY = RetryPolicy()
 #: Allowance for billed retries on top of one billed attempt per query. Throttled and failed
 #: attempts are free; only malformed answers are billed and retried, and they are rare.
@@ -99,6 +112,15 @@ class _Running:
     task: asyncio.Task[None] | None = None
 
 
+@dataclass
+class _Key:
+    """An ``Idempotency-Key`` in use: the job it names exists once ``stored`` is set."""
+
+    fingerprint: str
+    job_id: str
+    stored: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True)
 class JobView:
     """What a tenant may see of one of its jobs."""
@@ -117,20 +139,24 @@ class JobView:
     finished_at: float | None
     error: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "settings": self.settings,
-            "images": self.images,
-            "progress": {"queries_done": self.queries_done, "queries_total": self.queries_total},
-            "spend": {"usd": format_usd(self.spent_micro_usd), "billable_queries": self.spent_queries},
-            "budget_exhausted": self.budget_exhausted,
-            "created_at": self.created_at,
-            "finished_at": self.finished_at,
-            "error": self.error,
-        }
+    def to_model(self) -> Job:
+        return Job(
+            id=self.id,
+            kind=self.kind,
+            status=self.status,
+            settings=Settings.model_validate(self.settings),
+            images=self.images,
+            progress=Progress(queries_done=self.queries_done, queries_total=self.queries_total),
+            spend=Spend(
+                usd=format_usd(self.spent_micro_usd),
+                micro_usd=self.spent_micro_usd,
+                billable_queries=self.spent_queries,
+            ),
+            budget_exhausted=self.budget_exhausted,
+            created_at=self.created_at,
+            finished_at=self.finished_at,
+            error=self.error,
+        )
 
 
 class JobManager:
@@ -151,12 +177,20 @@ class JobManager:
         self._prices = prices
         self._running: dict[str, _Running] = {}
         self._budgets: dict[str, Budget] = {}
+        # Running-job slots held, by tenant: taken at admission, before the job is stored.
+        self._slots: Counter[str] = Counter()
+        self._keys: dict[tuple[str, str], _Key] = {}
         self._stopping = False
+        metrics.gauges = self._gauges
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open every tenant's budget and resume the jobs a previous process left running."""
+        for key in await asyncio.to_thread(self._store.keys):
+            known = _Key(key.fingerprint, key.job_id)
+            known.stored.set()
+            self._keys[(key.tenant, key.key)] = known
         interrupted = await asyncio.to_thread(self._store.jobs, status="running")
         totals = {
             row.id: await asyncio.to_thread(_journal_totals, journal_path(self._config.runs_dir, row.id))
@@ -179,7 +213,7 @@ class JobManager:
             except Exception as exc:  # e.g. the tenant has no budget left: end the job, keep serving
                 await self._abandon(row, totals[row.id], f"not resumed: {exc}")
             else:
-                _log.info("resumed job %s of tenant %s", row.id, row.tenant)
+                log_event("job.resumed", job=row.id, tenant=row.tenant, images=row.images)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop every job; they stay ``running`` in the store and resume at the next start.
@@ -196,6 +230,10 @@ class JobManager:
 
     # -- admission ----------------------------------------------------------------------
 
+    @property
+    def jobs_running(self) -> int:
+        return len(self._running)
+
     def budget(self, tenant: str) -> Budget:
         return self._budgets[tenant]
 
@@ -205,36 +243,108 @@ class JobManager:
         kind: Literal["single", "batch"],
         settings: CertificationSettings,
         images: list[tuple[str, bytes]],
+        idempotency: tuple[str, str] | None = None,
     ) -> str:
-        """Admit and start a job; raises BudgetExceeded (402) or Busy (503) before anything is stored."""
-        if self._stopping:
-            raise Busy("the server is shutting down", retry_after=5)
-        if len(self._running) >= self._config.max_running_jobs:
-            raise Busy(f"{len(self._running)} jobs are running; try again shortly", retry_after=5)
-        own = sum(job.row.tenant == tenant.name for job in self._running.values())
-        if own >= self._config.max_running_jobs_per_tenant:
-            raise Busy(f"tenant {tenant.name!r} has {own} jobs running; try again shortly", retry_after=5)
+        """Admit and start a job, or find the one made with the same ``Idempotency-Key``.
+
+        ``idempotency`` is (key, fingerprint of the request). Raises BudgetExceeded (402), Busy
+        (503) or IdempotencyKeyReused (422) before anything is stored.
+        """
+        while idempotency is not None and (known := self._keys.get((tenant.name, idempotency[0]))):
+            if known.fingerprint != idempotency[1]:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {idempotency[0]!r} was sent with another request (job {known.job_id})"
+                )
+            await known.stored.wait()
+            if self._keys.get((tenant.name, idempotency[0])) is known:
+                return known.job_id
+            # The first request with this key failed before storing its job: admit this one anew.
         job_id = "job-" + secrets.token_hex(12)
-        record = dataclasses.asdict(settings)
-        reservation, caps = self._admit(tenant.name, settings, len(images), (0, 0, 0))
+        # Everything up to the first await runs as one step of the event loop: no other request
+        # can take a slot, money or this key in between.
+        self._take_slot(tenant.name)
         try:
-            await asyncio.to_thread(self._store.create_job, job_id, tenant.name, kind, record, images)
+            reservation, caps = self._admit(tenant.name, settings, len(images), (0, 0, 0), strict=True)
+        except BaseException:
+            self._slots[tenant.name] -= 1
+            raise
+        key_row = None
+        if idempotency is not None:
+            key_row = IdempotencyRow(tenant.name, idempotency[0], idempotency[1], job_id)
+            self._keys[(tenant.name, idempotency[0])] = _Key(idempotency[1], job_id)
+        try:
+            # run_job opens the journal with SQLite, which would create it with the umask's mode.
+            await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
+            await asyncio.to_thread(
+                self._store.create_job,
+                job_id,
+                tenant.name,
+                kind,
+                dataclasses.asdict(settings),
+                images,
+                key_row,
+            )
+            row = await asyncio.to_thread(self._store.job, job_id)
+            assert row is not None
         except BaseException:
             self._budgets[tenant.name].release(reservation)
+            self._slots[tenant.name] -= 1
+            if idempotency is not None:
+                self._keys.pop((tenant.name, idempotency[0])).stored.set()
             raise
-        row = await asyncio.to_thread(self._store.job, job_id)
-        assert row is not None
+        if idempotency is not None:
+            self._keys[(tenant.name, idempotency[0])].stored.set()
         self._start_task(row, settings, images, (0, 0, 0), reservation, caps)
+        log_event(
+            "job.admitted",
+            job=job_id,
+            tenant=tenant.name,
+            kind=kind,
+            images=len(images),
+            vendor=settings.vendor,
+            design=settings.design,
+            allowance_queries=reservation.queries,
+            allowance_micro_usd=reservation.cost_micro_usd,
+        )
         return job_id
 
+    def _take_slot(self, tenant: str) -> None:
+        """Hold one running-job slot of the server and of ``tenant``, or raise Busy (503)."""
+        if self._stopping:
+            raise Busy("the server is shutting down", retry_after=5, code="shutting_down")
+        held = sum(self._slots.values())
+        if held >= self._config.max_running_jobs:
+            raise Busy(f"{held} jobs are running; try again shortly", retry_after=5, code="server_busy")
+        own = self._slots[tenant]
+        if own >= self._config.max_running_jobs_per_tenant:
+            raise Busy(
+                f"tenant {tenant!r} has {own} jobs running; try again shortly",
+                retry_after=5,
+                code="tenant_busy",
+            )
+        self._slots[tenant] += 1
+
     def _admit(
-        self, tenant: str, settings: CertificationSettings, images: int, prior: tuple[int, int, int]
+        self,
+        tenant: str,
+        settings: CertificationSettings,
+        images: int,
+        prior: tuple[int, int, int],
+        *,
+        strict: bool = False,
     ) -> tuple[Reservation, tuple[Decimal | None, int | None]]:
-        """Reserve the job's allowance in the tenant's budget; returns it and the job's own caps."""
+        """Reserve the job's allowance in the tenant's budget; returns it and the job's own caps.
+
+        ``strict``: a fixed design must fit in full (one attempt per query), or BudgetExceeded
+        is raised with the budget's own figures and nothing is held.
+        """
         budget = self._budgets[tenant]
         price = self._vendors[settings.vendor].price.micro_usd_per_image
         prior_usd, prior_queries, answered = prior
         remaining = max(0, images * settings.queries_per_image - answered)
+        if strict and settings.design == "fixed" and remaining > 0:
+            # Raises BudgetExceeded (402) if the queries the design cannot do without do not fit.
+            budget.release(budget.reserve(price * remaining, remaining))
         need = max(1, math.ceil(remaining * (1 + _RETRY_MARGIN)))
         headroom = budget.remaining
         grant = need
@@ -250,7 +360,9 @@ class JobManager:
 
     def _launch(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
         settings = CertificationSettings(**row.settings)
+        private_file(journal_path(self._config.runs_dir, row.id))
         reservation, caps = self._admit(row.tenant, settings, row.images, prior)
+        self._slots[row.tenant] += 1  # a resumed job holds a slot, but is never refused one
         self._start_task(row, settings, images, prior, reservation, caps)
 
     def _start_task(
@@ -286,7 +398,6 @@ class JobManager:
         adapter = JobAdapter(vendor, row.tenant, self._metrics, billed)
         named: list[tuple[str, Path | bytes]] = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
         self._running[row.id] = job
-        self._metrics.jobs_running = len(self._running)
         job.task = asyncio.create_task(self._run(job, spec, adapter, named), name=f"apiwrap-{row.id}")
 
     # -- running ------------------------------------------------------------------------
@@ -316,7 +427,7 @@ class JobManager:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are that task
             status, error = "cancelled", "cancelled by the tenant"
         except Exception as exc:
-            _log.exception("job %s failed", job.row.id)
+            log_event("job.failed", logging.ERROR, job=job.row.id, tenant=job.row.tenant, error=repr(exc))
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         await self._finish(job, status, error, exhausted)
 
@@ -341,12 +452,36 @@ class JobManager:
             budget_exhausted=exhausted,
         )
         self._metrics.count("apiwrap_jobs_total", status=status)
+        log_event(
+            "job.finished",
+            job=job.row.id,
+            tenant=job.row.tenant,
+            status=status,
+            error=error,
+            budget_exhausted=exhausted,
+            spent_micro_usd=spent_usd,
+            spent_queries=spent_queries,
+            queries_done=answered,
+        )
         self._forget(job)
 
     def _forget(self, job: _Running) -> None:
-        self._running.pop(job.row.id, None)
-        self._metrics.jobs_running = len(self._running)
+        if self._running.pop(job.row.id, None) is not None:
+            self._slots[job.row.tenant] -= 1
         job.finished.set()
+
+    def _gauges(self) -> Iterable[GaugeSample]:
+        yield "apiwrap_jobs_running", {}, len(self._running)
+        if not self._metrics.tenant_labels:
+            return
+        for tenant, budget in self._budgets.items():
+            snapshot = budget.snapshot()
+            remaining = snapshot.remaining
+            yield "apiwrap_budget_spent_micro_usd", {"tenant": tenant}, snapshot.spent.micro_usd
+            if remaining.micro_usd is not None:
+                yield "apiwrap_budget_remaining_micro_usd", {"tenant": tenant}, remaining.micro_usd
+            if remaining.queries is not None:
+                yield "apiwrap_budget_remaining_queries", {"tenant": tenant}, remaining.queries
 
     def _charge(self, tenant: str, reservation: Reservation, micro_usd: int, queries: int) -> None:
         """Swap the job's allowance for what it spent (at most the allowance: its cap held)."""
@@ -356,7 +491,7 @@ class JobManager:
             budget.settle(budget.reserve(micro_usd, queries), billed=True)
 
     async def _abandon(self, row: JobRow, totals: tuple[int, int, int], reason: str) -> None:
-        _log.warning("job %s of tenant %s not resumed: %s", row.id, row.tenant, reason)
+        log_event("job.abandoned", logging.WARNING, job=row.id, tenant=row.tenant, reason=reason)
         await asyncio.to_thread(
             self._store.finish_job,
             row.id,
@@ -387,8 +522,11 @@ class JobManager:
             raise NotFound(f"no job {job_id!r}")  # the same answer for another tenant's job
         return row
 
-    async def views(self, tenant: str) -> list[JobView]:
-        return [self._view(row) for row in await asyncio.to_thread(self._store.jobs, tenant=tenant)]
+    async def page(self, tenant: str, *, after: int, limit: int) -> tuple[list[JobView], int | None]:
+        """Up to ``limit`` of the tenant's jobs made after position ``after``, and the next position."""
+        rows = await asyncio.to_thread(self._store.jobs_page, tenant, after=after, limit=limit + 1)
+        following = rows[limit - 1][0] if len(rows) > limit else None
+        return [self._view(row) for _, row in rows[:limit]], following
 
     async def view(self, tenant: str, job_id: str) -> JobView:
         return self._view(await self._own(tenant, job_id))
@@ -436,11 +574,51 @@ class JobManager:
         if job is not None:
             await job.finished.wait()
 
-    async def cancel(self, tenant: str, job_id: str) -> None:
+    async def cancel(self, tenant: str, job_id: str, idempotency: str | None = None) -> None:
+        """Stop a running job. Sent again with the same ``Idempotency-Key``, it succeeds again."""
+        fingerprint = f"cancel {job_id}"
+        if idempotency is not None and (known := self._keys.get((tenant, idempotency))):
+            if known.fingerprint != fingerprint:
+                raise IdempotencyKeyReused(
+                    f"Idempotency-Key {idempotency!r} was sent with another request (job {known.job_id})"
+                )
+            await known.stored.wait()
+            return
         row = await self._own(tenant, job_id)
         job = self._running.get(row.id)
         if job is None or job.task is None:
             raise Conflict(f"job {job_id} is {row.status}; only a running job can be cancelled")
         job.cancel_requested = True
         job.task.cancel()
+        if idempotency is not None:
+            self._keys[(tenant, idempotency)] = key = _Key(fingerprint, job_id)
+        log_event("job.cancel_requested", job=job_id, tenant=tenant)
         await job.finished.wait()
+        if idempotency is not None:
+            await asyncio.to_thread(
+                self._store.add_key, IdempotencyRow(tenant, idempotency, fingerprint, job_id)
+            )
+            key.stored.set()
+
+    async def prune(self, retention_days: float) -> int:
+        """Delete finished jobs older than ``retention_days``: rows, images, keys and journals."""
+        pruned = await asyncio.to_thread(prune_store, self._store, self._config.runs_dir, retention_days)
+        for (tenant, key), known in list(self._keys.items()):
+            if known.job_id in pruned:
+                del self._keys[(tenant, key)]
+        if pruned:
+            log_event("jobs.pruned", jobs=len(pruned), retention_days=retention_days)
+        return len(pruned)
+
+
+def prune_store(store: Store, runs_dir: Path, retention_days: float) -> set[str]:
+    """Delete the jobs that finished over ``retention_days`` ago and their journals; their ids.
+
+    Safe while a server runs on the same store: only finished jobs are touched.
+    """
+    pruned = store.prune(time.time() - retention_days * 86_400)
+    for job_id in pruned:
+        path = journal_path(runs_dir, job_id)
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+    return set(pruned)

@@ -1,28 +1,26 @@
 """Reading images out of requests, with every limit checked before any work is done.
 
 Order of checks: the body's size (Content-Length, then the bytes actually streamed: see
-:class:`BodyLimit`), the content type, each image's format and pixel count from its header,
-then a full decode with :func:`apiwrap.engine.images.load_image` (the function the engine uses), so
-a job only starts on images the engine will accept. Upload file names are kept as labels;
-they never reach a path.
+:class:`~apiwrap.service._http.BodyLimit`), the content type, each image's format and pixel
+count from its header, then a full decode with :func:`apiwrap.engine.images.load_image` (the
+function the engine uses), so a job only starts on images the engine will accept. Upload file
+names are kept as labels; they never reach a path.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apiwrap.engine.images import SUPPORTED_FORMATS, load_image
-from apiwrap.service._errors import InvalidRequest, PayloadTooLarge, UnsupportedImage
+from apiwrap.service._errors import InvalidRequest, UnsupportedImage
 
-__all__ = ["IMAGE_MEDIA_TYPES", "BodyLimit", "Upload", "check_image", "read_upload"]
+__all__ = ["IMAGE_MEDIA_TYPES", "Upload", "check_image", "read_upload"]
 
 #: Raw-body content types accepted for one image (octet-stream: the format is sniffed).
 IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/webp", "application/octet-stream")
@@ -35,56 +33,6 @@ class Upload:
 
     images: list[tuple[str, bytes]]
     fields: dict[str, str]
-
-
-class BodyLimit:
-    """ASGI middleware: 413 for a body over ``max_bytes``, told by Content-Length or counted as it streams."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            # Refused before a byte of the body is read (a bad header is treated as too large).
-            await _too_large(send, self.max_bytes)
-            return
-        received = 0
-
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise PayloadTooLarge(_too_large_message(self.max_bytes))
-            return message
-
-        await self.app(scope, counted, send)
-
-
-def _too_large_message(max_bytes: int) -> str:
-    return f"request body is over the limit of {max_bytes:,} bytes"
-
-
-async def _too_large(send: Send, max_bytes: int) -> None:
-    body = json.dumps({"error": "payload_too_large", "detail": _too_large_message(max_bytes)}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 def _filename(name: str | None, position: int) -> str:

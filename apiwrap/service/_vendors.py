@@ -121,6 +121,7 @@ class JobAdapter:
         self.name = vendor.adapter.name
         self.max_batch = vendor.adapter.max_batch
         self.limits: ImageLimits = vendor.adapter.limits
+        self.model_options = getattr(vendor.adapter, "model_options", {})
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         async with self._vendor.gate.slot(self._tenant):
@@ -146,7 +147,7 @@ class JobAdapter:
 
     def _record(self, outcomes: list[str], seconds: float) -> None:
         vendor = self._vendor.name
-        self._metrics.observe_latency(seconds, vendor=vendor)
+        self._metrics.observe("apiwrap_vendor_request_seconds", seconds, vendor=vendor)
         billed = 0
         for outcome in outcomes:
             self._metrics.count("apiwrap_vendor_queries_total", vendor=vendor, outcome=outcome)
@@ -155,7 +156,7 @@ class JobAdapter:
             billed += self._vendor.price.bills(outcome)
         if billed:
             cost = billed * self._vendor.price.micro_usd_per_image
-            self._metrics.count("apiwrap_spend_usd_total", cost / 1e6, vendor=vendor, tenant=self._tenant)
+            self._metrics.count("apiwrap_spend_micro_usd_total", cost, vendor=vendor, tenant=self._tenant)
             self._on_billed(billed)
 
     async def aclose(self) -> None:

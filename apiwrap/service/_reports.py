@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from apiwrap.engine.jobs import journal_path
-from apiwrap.reports._job import load_job
-from apiwrap.reports.page import render_html
+from apiwrap.reports import load_job, render_html
 from apiwrap.service._config import ServiceConfig
 from apiwrap.service._errors import Conflict
 from apiwrap.service._jobs import JobManager, _image_name

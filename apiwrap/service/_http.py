@@ -1,0 +1,202 @@
+"""What every request passes through before its route: request ids, HTTP metrics, read timeouts.
+
+:class:`RequestContext` (ASGI middleware) gives each request an id (the client's ``X-Request-ID``
+when it is a sane token, else a new one), echoes it on the response and puts it in every log
+line written meanwhile; counts the answer by route template, method and status with its
+latency, and error answers by reason; and bounds the wait for each chunk of the body.
+
+:class:`HeaderTimeoutH11Protocol` bounds the wait for a request's headers, which no ASGI
+middleware can see: uvicorn's h11 protocol, closing a connection that has not sent complete
+headers within ``header_timeout_s`` of opening or of its previous response, so a client
+trickling headers cannot hold a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import time
+from typing import Any
+
+import h11
+import uvicorn
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, problem
+from apiwrap.service._logging import request_id_var
+from apiwrap.service._metrics import Metrics
+
+__all__ = ["BodyLimit", "HeaderTimeoutH11Protocol", "RequestContext", "uvicorn_config"]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            candidate = value.decode("latin-1")
+            # Echoed into headers and logs: only a bounded token, never a client's free text.
+            if _REQUEST_ID.match(candidate):
+                return candidate
+    return secrets.token_hex(16)
+
+
+class RequestContext:
+    """ASGI middleware: request id, HTTP metrics, and ``body_timeout_s`` per chunk of the body."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, body_timeout_s: float) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        token = request_id_var.set(request_id)
+        started = time.monotonic()
+        status = 500
+        reason: str | None = None
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()  # e.g. a disconnect watch while the response streams
+            try:
+                async with asyncio.timeout(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(f"no request body data for {self.body_timeout_s:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def tagged_send(message: Message) -> None:
+            nonlocal status, reason
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                for key, value in headers:
+                    if key == b"x-problem-code":
+                        reason = value.decode("latin-1")
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, tagged_send)
+        finally:
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.count(
+                "apiwrap_http_requests_total", route=template, method=method, status=str(status)
+            )
+            self.metrics.observe(
+                "apiwrap_http_request_seconds", time.monotonic() - started, route=template, method=method
+            )
+            if status >= 400:
+                self.metrics.count("apiwrap_refusals_total", reason=reason or f"http_{status}")
+            request_id_var.reset(token)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, told by Content-Length or counted as it streams."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        message = f"request body is over the limit of {self.max_bytes:,} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            # Refused before a byte of the body is read (a bad header is treated as too large).
+            response = problem(
+                413, PayloadTooLarge.code, message, instance=scope["path"], headers={"Connection": "close"}
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            chunk = await receive()
+            if chunk["type"] == "http.request":
+                received += len(chunk.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(message)
+            return chunk
+
+        await self.app(scope, counted, send)
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, closing connections whose headers take over ``header_timeout_s``."""
+
+    header_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
+            self._disarm_header_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._arm_header_timer()  # the next request on this connection gets the same bound
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def uvicorn_config(
+    app: ASGIApp,
+    *,
+    host: str,
+    port: int,
+    header_timeout_s: float,
+    log_level: str = "info",
+    graceful_timeout_s: int = 30,
+) -> uvicorn.Config:
+    """How the service runs on uvicorn: h11 with the header timeout, one worker, uvicorn's own logs."""
+    protocol = type("ServiceH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        log_level=log_level,
+        # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to this long),
+        # then the lifespan stops the jobs; they stay in the store and resume at the next start.
+        timeout_graceful_shutdown=graceful_timeout_s,
+    )
