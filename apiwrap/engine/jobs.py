@@ -72,9 +72,13 @@ class JobReport:
     retries: int
     throttled: int
     seconds: float
+    #: Attempts an earlier run left without an outcome: counted as billed, and re-sent, so each
+    #: may have been billed twice.
     unanswered_in_flight: int
     #: Set when a budgeted sequential job spread its budget with the allocator.
     allocation: AllocationStats | None = None
+    #: Noisy samples prepared (noise, denoiser, PNG) by this run.
+    samples_prepared: int = 0
 
 
 def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
@@ -185,6 +189,7 @@ async def run_job(
             seconds=time.monotonic() - started,
             unanswered_in_flight=in_flight_before,
             allocation=allocator.stats if allocator is not None else None,
+            samples_prepared=preparer.prepared,
         )
     finally:
         journal.close()

@@ -132,23 +132,49 @@ class Engine:
     async def _votes(
         self, image: SourceImage, image_id: int, indices: Sequence[int], answered: dict[int, QueryRecord]
     ) -> list[QueryRecord]:
-        # Not a TaskGroup: one query's failure (budget spent, job aborted) must not cancel its
-        # siblings. Those already sent are paid for, and their votes belong in this image's
-        # count now, not only in the journal that a resumed run reads.
-        outcomes = await asyncio.gather(
-            *(self._vote(image, image_id, i, answered) for i in indices), return_exceptions=True
-        )
-        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        """The votes of ``indices``, bought through a window of at most ``scheduler.window``
+        queries in flight, so the work and memory of one image do not grow with n.
+
+        After the first failure (budget spent, job aborted) no further sample is prepared;
+        those already sent are awaited, not cancelled: they are paid for, and their votes
+        belong in this image's count now, not only in the journal that a resumed run reads.
+        """
+        records: dict[int, QueryRecord] = {}
+        errors: list[BaseException] = []
+        in_flight: set[asyncio.Task[QueryRecord]] = set()
+
+        def collect(done: set[asyncio.Task[QueryRecord]]) -> None:
+            for task in done:
+                if (error := task.exception()) is not None:
+                    errors.append(error)
+                else:
+                    record = task.result()
+                    records[record.sample_index] = record
+
+        try:
+            for index in indices:
+                if index in answered:
+                    records[index] = answered[index]  # paid for already: never re-sent, never counted twice
+                    continue
+                while len(in_flight) >= self._scheduler.window and not errors:
+                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    collect(done)
+                if errors:
+                    break
+                in_flight.add(asyncio.create_task(self._vote(image, image_id, index)))
+            if in_flight:
+                done, in_flight = await asyncio.wait(in_flight)
+                collect(done)
+        finally:
+            for task in in_flight:
+                task.cancel()  # reached only when this image itself is cancelled
         if errors:
             raise _most_telling(errors) from BaseExceptionGroup("queries of one image failed", errors)
-        return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        return [records[index] for index in indices]
 
-    async def _vote(
-        self, image: SourceImage, image_id: int, index: int, answered: dict[int, QueryRecord]
-    ) -> QueryRecord:
-        if index in answered:
-            return answered[index]  # paid for already: never re-sent, never counted twice
+    async def _vote(self, image: SourceImage, image_id: int, index: int) -> QueryRecord:
         async with self._ahead:
+            self._scheduler.check_affordable()
             sample = await self._preparer.prepare(image, index)
             record = await self._scheduler.query(image_id, index, sample.data, sample.digest)
         self._on_query()
