@@ -1,7 +1,8 @@
-"""One image with a huge n under a small query cap, run in its own process to measure memory.
+"""Jobs run in their own process to measure their memory (see test_reliability.py).
 
-Prints one JSON line: peak RSS growth of the job (MiB), samples prepared, vendor calls and
-the image's status. See test_reliability.py.
+``huge-n DIR N CAP``: one image with n = N under a query cap. ``large-image DIR FILE SIZE``:
+the image FILE between two small ones, sent at --size SIZE (0: as given). Each prints one JSON
+line with the job's peak RSS growth in MiB and its outcomes.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def main(runs_dir: Path, n: int, max_queries: int) -> None:
-    image = [("big-n.png", _png(0, size=64))]
-    # A small job first, so the peak below measures the big job, not imports and first use.
+def _warm_up(runs_dir: Path) -> float:
+    """Run a small job first, so the peak measured after it is the big job's, not imports'."""
+    image = [("warm-up.png", _png(0, size=64))]
     asyncio.run(run_job(_spec(runs_dir, "warm-up"), image, adapter=FaultyVendor(), price_table=PRICES))
-    before = _peak_rss_mib()
+    return _peak_rss_mib()
+
+
+def huge_n(runs_dir: Path, n: int, max_queries: int) -> None:
+    image = [("big-n.png", _png(0, size=64))]
+    before = _warm_up(runs_dir)
     settings = CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=n, alpha=0.001, seed=1)
     limits = VendorLimits(concurrency=16)
     spec = _spec(runs_dir, "big", settings=settings, max_queries=max_queries, limits=limits)
@@ -46,5 +52,30 @@ def main(runs_dir: Path, n: int, max_queries: int) -> None:
     )
 
 
+def large_image(runs_dir: Path, large: Path, size: int | None) -> None:
+    """The image file ``large`` between two small images, sent at --size ``size`` (0: as given)."""
+    images: list[tuple[str, Path | bytes]] = [
+        ("small0.png", _png(1, size=32)),
+        ("large.png", large),
+        ("small1.png", _png(2, size=32)),
+    ]
+    before = _warm_up(runs_dir)
+    settings = CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=60, alpha=0.01, seed=1, size=size)
+    spec = _spec(runs_dir, "large", settings=settings)
+    report = asyncio.run(run_job(spec, images, adapter=FaultyVendor(), price_table=PRICES))
+    print(
+        json.dumps(
+            {
+                "rss_growth_mib": _peak_rss_mib() - before,
+                "statuses": {r.image: r.status for r in report.results},
+                "errors": {r.image: r.error for r in report.results if r.error},
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1] == "huge-n":
+        huge_n(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        large_image(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]) or None)

@@ -137,7 +137,8 @@ def test_a_query_that_always_fails_is_a_vote_against_and_never_redrawn(tmp_path:
     retry = RetryPolicy(max_attempts=3, backoff_base_s=0.0001, backoff_max_s=0.001)
     report = _run(_spec(tmp_path, retry=retry), vendor, _images(1))
     (result,) = report.results
-    assert result.status == "abstained"
+    # Nothing was judged, so the image failed (no abstention); its failed votes are still counted.
+    assert result.status == "failed" and result.abstain_reason is not None
     assert result.failed_queries == 70
     assert vendor.calls == 71 * 3  # every query tried exactly max_attempts times with one sample each
     assert report.budget.spent.queries == 0  # 5xx is not billed

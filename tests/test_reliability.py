@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import signal
@@ -9,12 +11,24 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from apiwrap.engine.scheduler import VendorLimits
+import numpy as np
+from PIL import Image
+
+from apiwrap.adapters import AuthError, ImageLimits, Rejected, Transient, VendorAnswer, VendorError
+from apiwrap.adapters.local import LocalAdapter
+from apiwrap.cli.main import ExitCode, _exit_code
+from apiwrap.engine.images import DECODE_BYTES_PER_PIXEL
+from apiwrap.engine.jobs import run_job
+from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+from apiwrap.statistics.procedures import ImageResult
+from apiwrap.statistics.summary import certified_accuracy
 from tests.fakes import FaultyVendor
 from tests.test_crash import ROOT, _committed
-from tests.test_engine import _images, _run, _spec
+from tests.test_engine import PRICES, _images, _run, _spec
 
 CAP = 200
 # Long enough that no request times out on a loaded machine: a request the client gave up on
@@ -63,7 +77,7 @@ def test_a_job_killed_under_a_cap_and_resumed_never_bills_past_the_cap(tmp_path:
 def test_one_image_with_a_huge_n_under_a_small_cap_stops_at_the_cap_in_bounded_memory(tmp_path: Path) -> None:
     # Measured in its own process: peak RSS is per process. The timeout only guards a hang.
     finished = subprocess.run(
-        [sys.executable, "-m", "tests.memory_job", str(tmp_path), "100000", str(CAP)],
+        [sys.executable, "-m", "tests.memory_job", "huge-n", str(tmp_path), "100000", str(CAP)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -77,3 +91,133 @@ def test_one_image_with_a_huge_n_under_a_small_cap_stops_at_the_cap_in_bounded_m
     # Work stops with the money: at most one window (2 x concurrency 16) prepared beyond it.
     assert outcome["samples_prepared"] <= CAP + 32
     assert outcome["rss_growth_mib"] < 50
+
+
+def _png_of(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 60)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_an_image_the_vendor_cannot_take_fails_before_any_query_and_counts_as_not_certified(
+    tmp_path: Path,
+) -> None:
+    vendor = FaultyVendor(limits=ImageLimits(max_bytes=10_000_000, min_side=8))
+    images = [*_images(2), ("tiny.png", _png_of(1, 1))]
+    report = _run(_spec(tmp_path), vendor, images)
+
+    tiny = next(r for r in report.results if r.image == "tiny.png")
+    assert tiny.status == "failed" and tiny.queries == 0
+    assert "1x1 is too small" in (tiny.error or "") and "at least 8 pixels" in (tiny.error or "")
+    assert vendor.calls == 2 * 71  # the other two images only
+    with sqlite3.connect(report.journal) as db:
+        (tiny_attempts,) = db.execute(
+            "SELECT COUNT(*) FROM attempts JOIN images USING (image_id) WHERE name = 'tiny.png'"
+        ).fetchone()
+    assert tiny_attempts == 0
+    (row, *_) = certified_accuracy(report.results, [0.0])
+    assert row.images == 3  # every image counts; the refused one is simply not certified
+
+
+def test_the_local_vendor_refuses_bytes_outside_its_limits_without_classifying(tmp_path: Path) -> None:
+    class Model:
+        classifier_name, top_k, classified = "stub", 1, 0
+
+        def classify(self, images: list[bytes]) -> list[list[tuple[str, float]]]:
+            self.classified += 1
+            return [[("cat", 1.0)]]
+
+    model = Model()
+    adapter = LocalAdapter(model)  # type: ignore[arg-type]
+    tiny = asyncio.run(adapter.label_batch([_png_of(1, 1)]))
+    fine = asyncio.run(adapter.label_batch([_png_of(32, 32)]))
+    assert isinstance(tiny[0], Rejected) and "1x1" in str(tiny[0])
+    assert isinstance(fine[0], VendorAnswer)
+    assert model.classified == 1
+
+
+def test_an_unreachable_vendor_fails_the_images_instead_of_abstaining(tmp_path: Path) -> None:
+    class Unreachable(FaultyVendor):
+        async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+            self.calls += 1
+            raise Transient("connection refused")
+
+    retry_once = RetryPolicy(max_attempts=1)
+    report = _run(_spec(tmp_path, retry=retry_once), Unreachable(), _images(2))
+    assert [r.status for r in report.results] == ["failed", "failed"]
+    assert all("every one of its" in (r.error or "") for r in report.results)
+    assert _exit_code(report) is ExitCode.IMAGES_FAILED
+
+
+def test_each_outcome_of_a_job_has_its_own_exit_code(tmp_path: Path) -> None:
+    fine = _run(_spec(tmp_path, "fine"), FaultyVendor(), _images(2))
+    failed = _run(_spec(tmp_path, "failed"), FaultyVendor(), [*_images(1), ("empty.png", b"")])
+    unfunded = _run(_spec(tmp_path, "unfunded", max_queries=80), FaultyVendor(), _images(2))
+
+    class Refusing(FaultyVendor):
+        async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+            raise AuthError("the vendor refused the credentials (HTTP 401)")
+
+    aborted = _run(_spec(tmp_path, "aborted"), Refusing(), _images(2))
+    codes = [_exit_code(report) for report in (fine, failed, unfunded, aborted)]
+    assert codes == [ExitCode.OK, ExitCode.IMAGES_FAILED, ExitCode.BUDGET_EXHAUSTED, ExitCode.JOB_ABORTED]
+    assert len({int(code) for code in codes}) == 4 and all(int(code) != 2 for code in codes[1:])
+
+
+def test_results_are_streamed_as_each_image_finishes(tmp_path: Path) -> None:
+    streamed: list[tuple[str, int]] = []
+
+    def on_result(result: ImageResult) -> None:
+        with sqlite3.connect(tmp_path / "job.sqlite") as db:
+            done = db.execute("SELECT COUNT(*) FROM images WHERE status != 'pending'").fetchone()[0]
+        streamed.append((result.image, done))
+
+    images = _images(3)
+    spec = _spec(tmp_path, images_in_flight=1)
+    asyncio.run(run_job(spec, images, on_result=on_result, adapter=FaultyVendor(), price_table=PRICES))
+    # One call per image, each after that image (and only the images before it) was journaled.
+    assert streamed == [("img0.png", 1), ("img1.png", 2), ("img2.png", 3)]
+
+
+def _large_image_job(tmp_path: Path, size: int) -> dict[str, Any]:
+    large = tmp_path / "large.png"
+    tile = np.random.default_rng(0).integers(0, 256, (500, 750, 3), dtype=np.uint8)
+    Image.fromarray(tile).resize((6000, 4000), Image.Resampling.NEAREST).save(large)  # 24 MP
+    finished = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.memory_job",
+            "large-image",
+            str(tmp_path / "runs"),
+            str(large),
+            str(size),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    outcome: dict[str, Any] = json.loads(finished.stdout.splitlines()[-1])
+    assert outcome["statuses"]["small0.png"] != "failed" and outcome["statuses"]["small1.png"] != "failed"
+    return outcome
+
+
+def test_a_24_megapixel_image_whose_samples_the_vendor_cannot_take_is_refused_undecoded(
+    tmp_path: Path,
+) -> None:
+    outcome = _large_image_job(tmp_path, size=0)
+    assert outcome["statuses"]["large.png"] == "failed"
+    assert "6000x4000 is too large" in outcome["errors"]["large.png"]
+    assert "use --size" in outcome["errors"]["large.png"]
+    assert outcome["rss_growth_mib"] < 50  # refused from its header: never decoded
+
+
+def test_a_24_megapixel_image_sent_at_a_smaller_size_is_certified_within_the_decode_bound(
+    tmp_path: Path,
+) -> None:
+    outcome = _large_image_job(tmp_path, size=64)
+    assert outcome["statuses"]["large.png"] in {"certified", "abstained"}
+    assert outcome["rss_growth_mib"] < 6000 * 4000 * DECODE_BYTES_PER_PIXEL / 2**20
