@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from apiwrap.adapters import AuthError, ImageLimits, Rejected, Transient, VendorAnswer, VendorError
@@ -24,7 +25,8 @@ from apiwrap.cli.main import ExitCode, _exit_code
 from apiwrap.engine.images import DECODE_BYTES_PER_PIXEL
 from apiwrap.engine.jobs import run_job
 from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
-from apiwrap.statistics.procedures import ImageResult
+from apiwrap.statistics.fixed import AbstainReason
+from apiwrap.statistics.procedures import UNVERSIONED, CertificationSettings, ImageResult
 from apiwrap.statistics.summary import certified_accuracy
 from tests.fakes import FaultyVendor
 from tests.test_crash import ROOT, _committed
@@ -221,3 +223,37 @@ def test_a_24_megapixel_image_sent_at_a_smaller_size_is_certified_within_the_dec
     outcome = _large_image_job(tmp_path, size=64)
     assert outcome["statuses"]["large.png"] in {"certified", "abstained"}
     assert outcome["rss_growth_mib"] < 6000 * 4000 * DECODE_BYTES_PER_PIXEL / 2**20
+
+
+class _SometimesUnversioned(FaultyVendor):
+    """Names its model ("v1") in most answers and none in every fifth: a hidden model change."""
+
+    def _vote(self, image: bytes) -> VendorAnswer:
+        answer = super()._vote(image)
+        return VendorAnswer(answer.labels, None if self.calls % 5 == 0 else "v1", answer.raw)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=60, alpha=0.01, seed=1),
+        CertificationSettings(
+            vendor="fake", sigma=0.25, n0=10, alpha=0.01, seed=1, design="best", max_queries=100
+        ),
+    ],
+    ids=["fixed", "sequential"],
+)
+def test_answers_without_a_version_among_versioned_ones_are_drift(
+    tmp_path: Path, settings: CertificationSettings
+) -> None:
+    report = _run(_spec(tmp_path, settings=settings), _SometimesUnversioned(cat_share=1.0), _images(1))
+    (result,) = report.results
+    assert result.status == "abstained" and result.radius is None
+    assert result.abstain_reason == AbstainReason.MODEL_DRIFT.value
+    assert result.model_versions == ["v1", UNVERSIONED]
+
+
+def test_a_vendor_that_never_names_its_model_is_not_drift(tmp_path: Path) -> None:
+    report = _run(_spec(tmp_path), FaultyVendor(model_version=None, cat_share=1.0), _images(1))  # type: ignore[arg-type]
+    (result,) = report.results
+    assert result.status == "certified" and result.model_versions == []
