@@ -207,9 +207,9 @@ def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -
     from apiwrap.engine.replay import replay_journal
 
     report = _run(_spec(tmp_path), FaultyVendor(), _images(3))
-    replayed = replay_journal(report.journal)
+    replayed = replay_journal(report.journal).results
     assert _certificates(report) == [(r.image, r.status, r.label, r.radius) for r in replayed]
-    smaller = replay_journal(report.journal, n0=5, n=30)
+    smaller = replay_journal(report.journal, n0=5, n=30).results
     assert all(r.estimation_votes == 30 for r in smaller)
     with pytest.raises(ValueError, match="new queries"):
         replay_journal(report.journal, n=100)

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
 from apiwrap.adapters import AuthError, ImageLimits, Rejected, Transient, VendorAnswer, VendorError
 from apiwrap.adapters.local import LocalAdapter
-from apiwrap.cli.main import ExitCode, _exit_code
+from apiwrap.cli.main import ExitCode, _exit_code, app
 from apiwrap.engine.images import DECODE_BYTES_PER_PIXEL
 from apiwrap.engine.jobs import run_job
+from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
 from apiwrap.statistics.fixed import AbstainReason
 from apiwrap.statistics.procedures import UNVERSIONED, CertificationSettings, ImageResult
@@ -257,3 +259,28 @@ def test_a_vendor_that_never_names_its_model_is_not_drift(tmp_path: Path) -> Non
     report = _run(_spec(tmp_path), FaultyVendor(model_version=None, cat_share=1.0), _images(1))  # type: ignore[arg-type]
     (result,) = report.results
     assert result.status == "certified" and result.model_versions == []
+
+
+def test_a_replay_marks_parameters_other_than_the_jobs_and_is_journaled(tmp_path: Path) -> None:
+    report = _run(_spec(tmp_path), FaultyVendor(), _images(2))
+    replay = ["replay", "job", "--runs-dir", str(tmp_path)]
+
+    own = CliRunner().invoke(app, [*replay, "--out", str(tmp_path / "own.jsonl")])
+    shopped = CliRunner().invoke(app, [*replay, "--alpha", "0.05", "--out", str(tmp_path / "shopped.jsonl")])
+
+    assert own.exit_code == shopped.exit_code == 0, shopped.output
+    assert "NOT THE JOB'S PARAMETERS" not in own.output
+    assert "NOT THE JOB'S PARAMETERS: replayed with alpha=0.05 (the job's: 0.01)" in shopped.output
+    own_lines = [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()]
+    shopped_lines = [json.loads(line) for line in (tmp_path / "shopped.jsonl").read_text().splitlines()]
+    assert all(line["replay"]["changed"] == {} for line in own_lines)
+    alpha_changed = {"alpha": {"job": 0.01, "replay": 0.05}}
+    assert all(line["replay"]["changed"] == alpha_changed for line in shopped_lines)
+    # The queries shown are those the job bought (the replay sent none), whatever alpha is used.
+    assert [line["queries"] for line in shopped_lines] == [r.queries for r in report.results] == [71, 71]
+    assert "no query sent; the job bought 142 queries" in shopped.output
+    journal = Journal.open_existing(report.journal)
+    try:
+        assert [changed for _, changed in journal.replays()] == [{}, alpha_changed]
+    finally:
+        journal.close()

@@ -345,12 +345,6 @@ def _print_spending(report: JobReport) -> None:
     out.print(table)
 
 
-def _write_jsonl(results: list[ImageResult], path: Path) -> None:
-    with path.open("w") as handle:
-        for result in results:
-            handle.write(json.dumps(result.to_json()) + "\n")
-
-
 def _print_summary(results: Sequence[ImageResult], sigma: float) -> None:
     from apiwrap.statistics.radii import report_radii
     from apiwrap.statistics.summary import certified_accuracy
@@ -537,7 +531,9 @@ def replay(
         int | None, typer.Option("--n", help="Estimation samples to use (default: the job's).")
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="Failure probability (default: the job's).")] = None,
-    out: OutOpt = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write one JSON line per image here (marked as a replay).")
+    ] = None,
 ) -> None:
     """Re-certify a job from its journal, sending no query.
 
@@ -549,15 +545,28 @@ def replay(
 
     try:
         path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
-        results = replay_journal(path, n0=n0, n=n, alpha=alpha)
+        replayed = replay_journal(path, n0=n0, n=n, alpha=alpha)
         sigma = journal_settings(path).sigma
     except ApiwrapError as exc:
         _fail(str(exc))
-    for result in results:
+    changes = ", ".join(
+        f"{name}={values['replay']} (the job's: {values['job']})" for name, values in replayed.changed.items()
+    )
+    if changes:
+        # Another alpha or n is another experiment: say so wherever its radii are read.
+        out.print(f"[yellow]NOT THE JOB'S PARAMETERS[/yellow]: replayed with {changes}")
+    for result in replayed.results:
         _print_line(result)
-    if out:
-        _write_jsonl(results, out)
-    _print_summary(results, sigma)
+    if out_file:
+        marker = {"parameters": replayed.parameters, "changed": replayed.changed}
+        with out_file.open("w") as handle:
+            for result in replayed.results:
+                handle.write(json.dumps(result.to_json() | {"replay": marker}) + "\n")
+    _print_summary(replayed.results, sigma)
+    bought = sum(result.queries for result in replayed.results)
+    out.print(f"Replayed from the journal: no query sent; the job bought {bought} queries.")
+    if changes:
+        out.print(f"[yellow]Radii above use {changes}, not the job's parameters.[/yellow]")
 
 
 app.command("train-denoiser")(train_denoiser)

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     billed INTEGER,
     cost_micro_usd INTEGER
 );
+CREATE TABLE IF NOT EXISTS replays (
+    replay_id INTEGER PRIMARY KEY,
+    replayed_at REAL NOT NULL,
+    parameters TEXT NOT NULL,
+    changed TEXT NOT NULL
+);
 """
 
 
@@ -101,6 +107,19 @@ class Journal:
                 f"job {self.path.stem!r} was started with other parameters ({details}); "
                 "use a new --job name, or the same parameters to resume"
             )
+
+    def record_replay(self, parameters: dict[str, Any], changed: dict[str, dict[str, Any]]) -> None:
+        """Record that the votes were re-certified, with the parameters used and those that
+        differ from the job's: a replay that shops for parameters leaves a trace."""
+        self._db.execute(
+            "INSERT INTO replays (replayed_at, parameters, changed) VALUES (?, ?, ?)",
+            (time.time(), json.dumps(parameters, sort_keys=True), json.dumps(changed, sort_keys=True)),
+        )
+
+    def replays(self) -> list[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
+        """(parameters, changed) of every replay of this journal, oldest first."""
+        rows = self._db.execute("SELECT parameters, changed FROM replays ORDER BY replay_id")
+        return [(json.loads(parameters), json.loads(changed)) for parameters, changed in rows]
 
     # -- images -----------------------------------------------------------------------
 
