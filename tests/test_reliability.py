@@ -284,3 +284,15 @@ def test_a_replay_marks_parameters_other_than_the_jobs_and_is_journaled(tmp_path
         assert [changed for _, changed in journal.replays()] == [{}, alpha_changed]
     finally:
         journal.close()
+
+
+def test_certified_accuracy_counts_unfunded_and_failed_images() -> None:
+    certified = [
+        ImageResult(image=f"c{i}", status="certified", label="cat", reference_label="cat", radius=0.5)
+        for i in range(5)
+    ]
+    unfunded = [ImageResult(image=f"u{i}", status="budget") for i in range(4)]
+    failed = [ImageResult(image="f", status="failed", error="unreadable")]
+    (row,) = certified_accuracy([*certified, *unfunded, *failed], [0.25])
+    assert (row.certified, row.images) == (5, 10)
+    assert row.accuracy == 0.5
