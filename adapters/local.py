@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 
+from apiwrap.adapters._preflight import check_image
 from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.emulators.model import ImageModel
 from apiwrap.adapters.errors import Rejected, VendorError
@@ -34,6 +35,11 @@ class LocalAdapter:
         return list(await asyncio.gather(*(asyncio.to_thread(self._label, image) for image in images)))
 
     def _label(self, image: bytes) -> VendorAnswer | VendorError:
+        try:
+            # Like a remote vendor, refuse what breaks the declared limits before any work.
+            check_image(image, self.limits)
+        except Rejected as exc:
+            return exc
         try:
             (top,) = self._model.classify([image])
         except OSError as exc:  # PIL's error for bytes it cannot decode

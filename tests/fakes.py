@@ -50,6 +50,9 @@ class FaultyVendor:
     share_of: Callable[[bytes], float] | None = None
     model_version: str = "fake-1"
     ledger_file: Path | None = None
+    #: Bill each request as it arrives, like a remote vendor that charges even when the
+    #: client dies before the answer reaches it (the in-process default bills on answering).
+    bill_on_receipt: bool = False
     name: str = "fake"
     limits: ImageLimits = field(default_factory=lambda: ImageLimits(max_bytes=10_000_000))
     billed: Counter[str] = field(default_factory=Counter)
@@ -75,6 +78,8 @@ class FaultyVendor:
             self.in_flight -= 1
 
     async def _answer(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+        if self.bill_on_receipt:
+            self._bill(images, "ok")
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         draw = self._random.random()
@@ -92,9 +97,11 @@ class FaultyVendor:
             raise Transient("HTTP 503")
         draw -= rates.server_error
         if draw < rates.malformed:
-            self._bill(images, "malformed")
+            if not self.bill_on_receipt:
+                self._bill(images, "malformed")
             raise MalformedAnswer("body is not JSON")
-        self._bill(images, "ok")
+        if not self.bill_on_receipt:
+            self._bill(images, "ok")
         return [self._vote(image) for image in images]
 
     def _vote(self, image: bytes) -> VendorAnswer:

@@ -87,7 +87,7 @@ def test_allocation_stops_replay_exactly(tmp_path: Path) -> None:
     report = _run(spec, FaultyVendor(share_of=_bright_is_clear), _mixed_images())
     reasons = {r.abstain_reason for r in report.results}
     assert reasons & {AbstainReason.HOPELESS.value, AbstainReason.BUDGET.value}  # the allocator did stop some
-    replayed = replay_journal(report.journal)
+    replayed = replay_journal(report.journal).results
     assert _certificates(report) == [(r.image, r.status, r.label, r.radius) for r in replayed]
     assert [r.abstain_reason for r in report.results] == [r.abstain_reason for r in replayed]
 

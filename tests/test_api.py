@@ -61,7 +61,7 @@ def test_a_certificate_matches_the_replay_of_its_journal_and_its_spend(tmp_path:
     assert job.billable_queries == 1 + 12 == result.queries  # the clean label is the candidate
     assert job.spent_usd == Decimal("0.002") * job.billable_queries
     assert job.journal == tmp_path / "cats.sqlite" and job.job == "cats"
-    [replayed] = replay_journal(job.journal)
+    [replayed] = replay_journal(job.journal).results
     assert replayed.radius == result.radius and replayed.label == result.label
 
 

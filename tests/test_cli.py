@@ -28,7 +28,7 @@ def test_certify_prints_lines_summary_and_writes_jsonl(tmp_path: Path) -> None:
     result = runner.invoke(
         app, [*args, "--runs-dir", str(tmp_path / "runs"), "--job", "cli", "--out", str(out)]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # an image failed
     assert "broken.png: FAILED" in result.output
     assert "Certified accuracy" in result.output
     assert "160x160 pixels after resizing" in result.output
@@ -88,7 +88,7 @@ def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path
     args = ["certify", str(_folder(tmp_path)), "--target-radius", "0.25", "--selection", "clean"]
     budget = ["--max-queries", "200", "--max-job-queries", "12", "--size", "160"]
     result = runner.invoke(app, [*args, *budget, "--runs-dir", str(tmp_path), "--job", "budgeted"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 4, result.output  # the budget ran out
     assert "What the budget bought" in result.output
     assert "unfunded" in result.output
     assert f"{SAMPLE.name}: NOT CERTIFIED (budget exhausted;" in result.output

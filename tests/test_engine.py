@@ -142,7 +142,8 @@ def test_a_query_that_always_fails_is_a_vote_against_and_never_redrawn(tmp_path:
     retry = RetryPolicy(max_attempts=3, backoff_base_s=0.0001, backoff_max_s=0.001)
     report = _run(_spec(tmp_path, retry=retry), vendor, _images(1))
     (result,) = report.results
-    assert result.status == "abstained"
+    # Nothing was judged, so the image failed (no abstention); its failed votes are still counted.
+    assert result.status == "failed" and result.abstain_reason is not None
     assert result.failed_queries == 70
     assert vendor.calls == 71 * 3  # every query tried exactly max_attempts times with one sample each
     assert report.budget.spent.queries == 0  # 5xx is not billed
@@ -211,9 +212,9 @@ def test_replay_reproduces_the_job_and_refuses_to_invent_votes(tmp_path: Path) -
     from apiwrap.engine.replay import replay_journal
 
     report = _run(_spec(tmp_path), FaultyVendor(), _images(3))
-    replayed = replay_journal(report.journal)
+    replayed = replay_journal(report.journal).results
     assert _certificates(report) == [(r.image, r.status, r.label, r.radius) for r in replayed]
-    smaller = replay_journal(report.journal, n0=5, n=30)
+    smaller = replay_journal(report.journal, n0=5, n=30).results
     assert all(r.estimation_votes == 30 for r in smaller)
     with pytest.raises(ValueError, match="new queries"):
         replay_journal(report.journal, n=100)

@@ -71,7 +71,7 @@ def test_sequential_job_replays_exactly_and_resumes_without_queries(tmp_path: Pa
     settings = _settings(design="best", max_queries=200)
     report = _run(_spec(tmp_path, settings=settings), FaultyVendor(faults=faults, cat_share=0.9), _images(3))
     assert _certificates(report) == [
-        (r.image, r.status, r.label, r.radius) for r in replay_journal(report.journal)
+        (r.image, r.status, r.label, r.radius) for r in replay_journal(report.journal).results
     ]
     again = FaultyVendor(cat_share=0.9)
     assert _certificates(_run(_spec(tmp_path, settings=settings), again, _images(3))) == _certificates(report)

@@ -132,4 +132,5 @@ def test_killed_and_terminated_server_resumes_the_job_without_rebuying(tmp_path:
         ).fetchall()
     assert len(bought) == QUERIES
     assert sum(times > 1 for *_, times in bought) <= lost_in_flight
-    assert budget["spent"]["billable_queries"] == sum(times for *_, times in bought)
+    # The attempts the SIGKILL left without an outcome count as billed: the vendor may have charged them.
+    assert budget["spent"]["billable_queries"] == sum(times for *_, times in bought) + lost_in_flight

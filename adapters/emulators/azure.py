@@ -1,4 +1,5 @@
-"""Azure Computer Vision v3.2 emulator: ``/vision/v3.2/tag`` and ``/analyze?visualFeatures=Tags``.
+"""Azure Computer Vision emulator: v3.2 ``/vision/v3.2/tag`` and ``/analyze?visualFeatures=Tags``,
+and the older ``/vision/v2.1/analyze`` (same tags; v2.1 answers carry no ``modelVersion``).
 
 The SDK uploads the image as a chunked octet stream and authenticates with
 ``Ocp-Apim-Subscription-Key``. Tags are lowercase class names with a 0..1 confidence.
@@ -22,6 +23,7 @@ __all__ = ["AzureEmulator", "start"]
 
 _TAG_PATH = "/vision/v3.2/tag"
 _ANALYZE_PATH = "/vision/v3.2/analyze"
+_V21_ANALYZE_PATH = "/vision/v2.1/analyze"
 _AUTH_MESSAGE = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid "
     "key for an active subscription and use a correct regional API endpoint for your resource."
@@ -48,7 +50,7 @@ class AzureEmulator(Emulator):
 
     def _handle(self, request: HttpRequest) -> HttpReply:
         self.policy.open_call()
-        if request.method != "POST" or request.path not in (_TAG_PATH, _ANALYZE_PATH):
+        if request.method != "POST" or request.path not in (_TAG_PATH, _ANALYZE_PATH, _V21_ANALYZE_PATH):
             return _error(404, "404", "Resource not found")
         key = request.headers.get("Ocp-Apim-Subscription-Key")
         if key is None or (self.config.api_key is not None and key != self.config.api_key):
@@ -77,7 +79,10 @@ class AzureEmulator(Emulator):
             inner, message = exc.args
             return _error(400, "InvalidRequest", message, inner=inner)
         labels = [] if action.kind == "empty" else self.classify([request.body])[0]
-        reply = json_reply(200, self._answer(labels, width, height, image_format))
+        answer = self._answer(labels, width, height, image_format)
+        if request.path == _V21_ANALYZE_PATH:
+            del answer["modelVersion"]  # v2.1 predates model versions in answers
+        reply = json_reply(200, answer)
         self.policy.bill(1)
         if action.kind == "malformed":
             return HttpReply(200, reply.body[: len(reply.body) // 2])

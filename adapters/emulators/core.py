@@ -236,6 +236,16 @@ class Emulator:
         """Images answered with labels (possibly none): what the vendor would charge."""
         return self.policy.billable
 
+    def counters(self) -> dict[str, object]:
+        """The billing counters as JSON-ready values (served live by ``apiwrap emulate``)."""
+        return {
+            "vendor": self.vendor,
+            "endpoint": self._endpoint,
+            "calls": self.calls,
+            "billable": self.billable,
+            "outcomes": dict(self.outcomes),
+        }
+
     @property
     def outcomes(self) -> Counter[str]:
         """Calls by drawn fate ("answer", "throttle", each fault), plus refusals: "auth"

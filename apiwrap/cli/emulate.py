@@ -1,13 +1,20 @@
-"""``apiwrap emulate``: serve vendor emulators on 127.0.0.1 until Ctrl-C."""
+"""``apiwrap emulate``: serve vendor emulators on 127.0.0.1 until Ctrl-C or SIGTERM.
+
+Their billing counters are served live at ``/counters`` on a port of their own, and printed
+to stderr when the emulators stop, whichever signal stopped them.
+"""
 
 from __future__ import annotations
 
+import signal
 import threading
+from types import FrameType
 from typing import Annotated
 
 import typer
 
 from apiwrap.adapters.emulators import FAULTS, VENDORS, Emulator, EmulatorConfig, emulator
+from apiwrap.adapters.emulators.counters import CountersServer
 
 __all__ = ["emulate", "parse_fault_rates"]
 
@@ -49,6 +56,9 @@ def emulate(
     api_key: Annotated[str | None, typer.Option(help="Credential to demand (default: accept any).")] = None,
     port: Annotated[int, typer.Option(help="Port (single vendor only; 0 picks a free one).")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of fault and jitter draws.")] = 0,
+    counters_port: Annotated[
+        int, typer.Option(help="Port of the live counters endpoint (0 picks a free one).")
+    ] = 0,
 ) -> None:
     """Serve the vendors' wire protocols on 127.0.0.1, backed by a real classifier."""
     vendors = list(VENDORS) if vendor == "all" else [vendor]
@@ -70,16 +80,28 @@ def emulate(
     )
     running = [emulator(name, config) for name in vendors]
     running[0].warm_up()  # one classifier, shared by all emulators in this process
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        stop.set()  # a service manager's stop must print the counters as Ctrl-C does
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    counters: CountersServer | None = None
     try:
         for item in running:
             item.start()
             typer.echo(_describe(item))
+        counters = CountersServer(running, port=counters_port)
+        typer.echo(f"counters  {counters.url}")
         typer.echo(f"model {model}; try: apiwrap certify IMAGES --vendor {vendors[0]} --endpoint URL")
         typer.echo("serving; press Ctrl-C to stop")
-        threading.Event().wait()
+        while not stop.wait(0.2):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
+        if counters is not None:
+            counters.close()
         for item in running:
             item.stop()
             typer.echo(f"{item.vendor}: {item.calls} calls, {item.billable} billable images", err=True)

@@ -7,9 +7,12 @@ them, so ``apiwrap --help`` and ``apiwrap replay`` start without torch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -110,9 +113,30 @@ ReportDirOpt = Annotated[
 ]
 
 
+class ExitCode(IntEnum):
+    """How ``certify`` and ``predict`` end, for scripts; the README's table lists them."""
+
+    OK = 0  # every image certified, predicted or abstained on its evidence
+    USAGE = 2  # bad options, configuration or journal: nothing was run
+    IMAGES_FAILED = 3  # some images failed (unreadable, refused by the vendor's limits, no answer)
+    BUDGET_EXHAUSTED = 4  # the budget ran out: some images were left unfunded
+    JOB_ABORTED = 5  # the job stopped for every image (e.g. the vendor refused the credentials)
+
+
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
+    raise typer.Exit(ExitCode.USAGE)
+
+
+def _exit_code(report: JobReport) -> ExitCode:
+    """The most serious outcome of a job: aborted, then budget, then failed images."""
+    if report.aborted is not None:
+        return ExitCode.JOB_ABORTED
+    if report.budget_exhausted or any(r.status == "budget" for r in report.results):
+        return ExitCode.BUDGET_EXHAUSTED
+    if any(r.status == "failed" for r in report.results):
+        return ExitCode.IMAGES_FAILED
+    return ExitCode.OK
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,14 +275,34 @@ def _run(options: RunOptions) -> None:
     ) as progress:
         task = progress.add_task("queries", total=total)
         try:
-            report = asyncio.run(
-                run_job(spec, [(str(f), f) for f in files], on_query=lambda: progress.advance(task))
-            )
+            # Each image's line is written as soon as the image is done: a long job's finished
+            # images are readable (and kept) before the last one ends.
+            with options.out.open("w") if options.out else _no_output() as jsonl:
+
+                def stream(result: ImageResult) -> None:
+                    if jsonl is not None:
+                        jsonl.write(json.dumps(result.to_json()) + "\n")
+                        jsonl.flush()
+
+                report = asyncio.run(
+                    run_job(
+                        spec,
+                        [(str(f), f) for f in files],
+                        on_query=lambda: progress.advance(task),
+                        on_result=stream,
+                    )
+                )
         except (ApiwrapError, OSError) as exc:
             _fail(str(exc))
-    _print_report(report, options.out, sigma=settings.sigma, emulated=options.emulate)
+    _print_report(report, sigma=settings.sigma, emulated=options.emulate)
     if options.report_dir is not None:
         _write_job_reports(report.journal, options.report_dir)
+    raise typer.Exit(_exit_code(report))
+
+
+@contextlib.contextmanager
+def _no_output() -> Iterator[None]:
+    yield None
 
 
 def _write_job_reports(journal: Path, directory: Path) -> None:
@@ -304,13 +348,11 @@ def _print_line(result: ImageResult) -> None:
     out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
 
 
-def _print_report(report: JobReport, out_path: Path | None, *, sigma: float, emulated: bool = False) -> None:
+def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) -> None:
     from apiwrap.budgets import format_usd
 
     for result in report.results:
         _print_line(result)
-    if out_path:
-        _write_jsonl(report.results, out_path)
     spaces = {r.certified_space for r in report.results if r.certified_space}
     for space in sorted(spaces):
         out.print(f"Radii are L2 distances in the image space of {space}.")
@@ -337,8 +379,11 @@ def _print_report(report: JobReport, out_path: Path | None, *, sigma: float, emu
         )
     if report.unanswered_in_flight:
         out.print(
-            f"{report.unanswered_in_flight} queries were in flight when an earlier run stopped; re-sent."
+            f"{report.unanswered_in_flight} queries were in flight when an earlier run stopped: counted "
+            "as billed and re-sent, so up to that many may have been billed twice."
         )
+    if report.aborted is not None:
+        out.print(f"[red]job aborted[/red]: {report.aborted}")
 
 
 def _print_spending(report: JobReport) -> None:
@@ -356,20 +401,18 @@ def _print_spending(report: JobReport) -> None:
     out.print(table)
 
 
-def _write_jsonl(results: list[ImageResult], path: Path) -> None:
-    with path.open("w") as handle:
-        for result in results:
-            handle.write(json.dumps(result.to_json()) + "\n")
-
-
-def _print_summary(results: list[ImageResult], sigma: float) -> None:
+def _print_summary(results: Sequence[ImageResult], sigma: float) -> None:
     from apiwrap.statistics.radii import report_radii
     from apiwrap.statistics.summary import certified_accuracy
 
     rows = certified_accuracy(results, report_radii(sigma))
     if not rows or rows[0].images == 0:
         return
-    table = Table(title="Certified accuracy (agreement with the vendor's clean label)")
+    left_out = sum(r.status in {"failed", "budget"} for r in results)
+    table = Table(
+        title="Certified accuracy (agreement with the vendor's clean label; every image counts"
+        + (f", {left_out} failed or unfunded among them)" if left_out else ")")
+    )
     table.add_column("radius", justify="right")
     table.add_column("certified", justify="right")
     table.add_column("accuracy", justify="right")
@@ -551,7 +594,9 @@ def replay(
         int | None, typer.Option("--n", help="Estimation samples to use (default: the job's).")
     ] = None,
     alpha: Annotated[float | None, typer.Option(help="Failure probability (default: the job's).")] = None,
-    out: OutOpt = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write one JSON line per image here (marked as a replay).")
+    ] = None,
 ) -> None:
     """Re-certify a job from its journal, sending no query.
 
@@ -563,15 +608,28 @@ def replay(
 
     try:
         path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
-        results = replay_journal(path, n0=n0, n=n, alpha=alpha)
+        replayed = replay_journal(path, n0=n0, n=n, alpha=alpha)
         sigma = journal_settings(path).sigma
     except ApiwrapError as exc:
         _fail(str(exc))
-    for result in results:
+    changes = ", ".join(
+        f"{name}={values['replay']} (the job's: {values['job']})" for name, values in replayed.changed.items()
+    )
+    if changes:
+        # Another alpha or n is another experiment: say so wherever its radii are read.
+        out.print(f"[yellow]NOT THE JOB'S PARAMETERS[/yellow]: replayed with {changes}")
+    for result in replayed.results:
         _print_line(result)
-    if out:
-        _write_jsonl(results, out)
-    _print_summary(results, sigma)
+    if out_file:
+        marker = {"parameters": replayed.parameters, "changed": replayed.changed}
+        with out_file.open("w") as handle:
+            for result in replayed.results:
+                handle.write(json.dumps(result.to_json() | {"replay": marker}) + "\n")
+    _print_summary(replayed.results, sigma)
+    bought = sum(result.queries for result in replayed.results)
+    out.print(f"Replayed from the journal: no query sent; the job bought {bought} queries.")
+    if changes:
+        out.print(f"[yellow]Radii above use {changes}, not the job's parameters.[/yellow]")
 
 
 @app.command("report")

@@ -19,13 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from apiwrap.adapters.base import ImageLimits
 from apiwrap.errors import ImageError
 
 __all__ = [
+    "DECODE_BYTES_PER_PIXEL",
     "ENCODING",
     "MAX_PIXELS",
     "SUPPORTED_FORMATS",
     "SourceImage",
+    "check_vendor_limits",
     "encode_png",
     "find_images",
     "load_image",
@@ -35,6 +38,9 @@ __all__ = [
 SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
 #: Images above this many pixels are refused before decoding (decompression bombs).
 MAX_PIXELS = 40_000_000
+#: Peak memory of decoding (and resizing) one source image, per source pixel: the bound
+#: docs/reliability.md states and tests/test_reliability.py measures (288 MB for 24 MP).
+DECODE_BYTES_PER_PIXEL = 12
 #: Recorded with every job: the sample encoding is part of the base classifier.
 ENCODING = "png-rgb8-compress1-v1"
 _SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
@@ -129,6 +135,42 @@ def load_image(source: Path | bytes, *, name: str | None = None, size: int | Non
         digest=digest,
         resized_from=original if size is not None else None,
     )
+
+
+def check_vendor_limits(
+    source: Path | bytes, limits: ImageLimits, *, name: str, size: int | None = None
+) -> None:
+    """Refuse, from the file's header alone, an image whose samples the vendor would refuse.
+
+    Runs before the image is decoded and before any query: an image that cannot be sent is
+    a failed image, never an abstention bought with failed queries. A noisy sample is
+    close to incompressible, so its PNG takes about width x height x 3 bytes; an image
+    whose samples would pass the vendor's byte limit is refused here rather than after
+    every one of its queries is rejected. This also bounds the memory of a job: no image
+    is decoded whose samples are larger than the vendor takes (--size makes them smaller).
+    """
+    try:
+        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
+            width, height = opened.size
+    except (OSError, UnidentifiedImageError, ValueError):
+        return  # load_image names what is wrong with an unreadable file
+    sent_width, sent_height = (size, size) if size is not None else (width, height)
+    given = f"{width}x{height}" + (f" (sent as {size}x{size} with --size)" if size is not None else "")
+    if min(sent_width, sent_height) < limits.min_side:
+        raise ImageError(
+            f"{name}: {given} is too small; the vendor accepts sides of at least {limits.min_side} pixels"
+        )
+    if max(sent_width, sent_height) > limits.max_side:
+        raise ImageError(
+            f"{name}: {given} is too large; the vendor accepts sides of at most {limits.max_side} pixels "
+            "(use --size)"
+        )
+    sample_bytes = sent_width * sent_height * 3
+    if sample_bytes > limits.max_bytes:
+        raise ImageError(
+            f"{name}: {given} is too large; a noisy sample of it takes about {sample_bytes:,} bytes as "
+            f"PNG and the vendor accepts at most {limits.max_bytes:,} (use --size)"
+        )
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:

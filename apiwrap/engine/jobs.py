@@ -73,9 +73,15 @@ class JobReport:
     retries: int
     throttled: int
     seconds: float
+    #: Attempts an earlier run left without an outcome: counted as billed, and re-sent, so each
+    #: may have been billed twice.
     unanswered_in_flight: int
     #: Set when a budgeted sequential job spread its budget with the allocator.
     allocation: AllocationStats | None = None
+    #: Why the job stopped early for every image (e.g. the vendor refused the credentials).
+    aborted: str | None = None
+    #: Noisy samples prepared (noise, denoiser, PNG) by this run.
+    samples_prepared: int = 0
 
 
 def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
@@ -135,12 +141,14 @@ async def run_job(
     images: list[tuple[str, Path | bytes]],
     *,
     on_query: Callable[[], None] | None = None,
+    on_result: Callable[[ImageResult], None] | None = None,
     adapter: Adapter | None = None,
     price_table: PriceTable | None = None,
 ) -> JobReport:
     """Run (or resume) a job and return its report; the journal is left complete on disk.
 
-    ``adapter`` and ``price_table`` replace the ones the spec names (a seam for tests and
+    ``on_result`` is called with each image's result as soon as it is journaled (so output can
+    be streamed); ``adapter`` and ``price_table`` replace the ones the spec names (a seam for tests and
     for callers that build their own vendor client).
     """
     if spec.emulate and adapter is None:
@@ -150,7 +158,9 @@ async def run_job(
             emulated = dataclasses.replace(
                 spec, emulate=False, vendor_options={**spec.vendor_options, "endpoint": endpoint}
             )
-            return await run_job(emulated, images, on_query=on_query, price_table=price_table)
+            return await run_job(
+                emulated, images, on_query=on_query, on_result=on_result, price_table=price_table
+            )
     started = time.monotonic()
     prices = price_table or (PriceTable.load(spec.prices) if spec.prices else PriceTable.default())
     price = prices.price(spec.settings.vendor)
@@ -180,6 +190,7 @@ async def run_job(
             images_in_flight=spec.images_in_flight,
             prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
             on_query=on_query,
+            on_result=on_result,
             provenance=_provenance(adapter, denoise),
             allocator=allocator,
         )
@@ -201,6 +212,8 @@ async def run_job(
             seconds=time.monotonic() - started,
             unanswered_in_flight=in_flight_before,
             allocation=allocator.stats if allocator is not None else None,
+            samples_prepared=preparer.prepared,
+            aborted=str(scheduler.aborted) if scheduler.aborted is not None else None,
         )
     finally:
         journal.close()

@@ -60,6 +60,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     billed INTEGER,
     cost_micro_usd INTEGER
 );
+CREATE TABLE IF NOT EXISTS replays (
+    replay_id INTEGER PRIMARY KEY,
+    replayed_at REAL NOT NULL,
+    parameters TEXT NOT NULL,
+    changed TEXT NOT NULL
+);
 """
 
 
@@ -102,6 +108,19 @@ class Journal:
                 "use a new --job name, or the same parameters to resume"
             )
 
+    def record_replay(self, parameters: dict[str, Any], changed: dict[str, dict[str, Any]]) -> None:
+        """Record that the votes were re-certified, with the parameters used and those that
+        differ from the job's: a replay that shops for parameters leaves a trace."""
+        self._db.execute(
+            "INSERT INTO replays (replayed_at, parameters, changed) VALUES (?, ?, ?)",
+            (time.time(), json.dumps(parameters, sort_keys=True), json.dumps(changed, sort_keys=True)),
+        )
+
+    def replays(self) -> list[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
+        """(parameters, changed) of every replay of this journal, oldest first."""
+        rows = self._db.execute("SELECT parameters, changed FROM replays ORDER BY replay_id")
+        return [(json.loads(parameters), json.loads(changed)) for parameters, changed in rows]
+
     # -- images -----------------------------------------------------------------------
 
     def image_id(self, name: str) -> int:
@@ -139,11 +158,16 @@ class Journal:
         )
         return {row[0]: QueryRecord(*row) for row in rows}
 
-    def attempt_sent(self, image_id: int, sample_index: int, bytes_digest: str) -> int:
-        """Record an attempt as sent (before the request leaves) and return its id."""
+    def attempt_sent(self, image_id: int, sample_index: int, bytes_digest: str, cost_micro_usd: int) -> int:
+        """Record an attempt as sent (before the request leaves) and return its id.
+
+        Its price is recorded now: if the process dies before the outcome is known, the
+        attempt is settled as billed (see :meth:`spent`).
+        """
         cursor = self._db.execute(
-            "INSERT INTO attempts (image_id, sample_index, bytes_digest, sent_at) VALUES (?, ?, ?, ?)",
-            (image_id, sample_index, bytes_digest, time.time()),
+            "INSERT INTO attempts (image_id, sample_index, bytes_digest, sent_at, cost_micro_usd) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (image_id, sample_index, bytes_digest, time.time(), cost_micro_usd),
         )
         return int(cursor.lastrowid or 0)
 
@@ -188,14 +212,21 @@ class Journal:
         )
 
     def spent(self) -> tuple[int, int]:
-        """(micro-USD, billed queries) paid so far according to the ledger."""
+        """(micro-USD, billable queries) the vendor may have charged so far according to the ledger.
+
+        An attempt with no recorded outcome (the process died while it was in flight) counts
+        as billed: the vendor may have answered and charged it, and a resumed job re-sends
+        it, so the caps of a resumed job hold whatever happened to those answers.
+        """
         row = self._db.execute(
-            "SELECT COALESCE(SUM(cost_micro_usd), 0), COALESCE(SUM(billed), 0) FROM attempts WHERE billed = 1"
+            "SELECT COALESCE(SUM(COALESCE(cost_micro_usd, 0)), 0), COUNT(*) FROM attempts "
+            "WHERE billed = 1 OR finished_at IS NULL"
         ).fetchone()
         return int(row[0]), int(row[1])
 
     def unfinished_attempts(self) -> int:
-        """Attempts sent but never answered: the process died with them in flight."""
+        """Attempts sent but never answered: the process died with them in flight, so each may
+        have been billed once for the lost answer and once more when it was re-sent."""
         return int(self._db.execute("SELECT COUNT(*) FROM attempts WHERE finished_at IS NULL").fetchone()[0])
 
     def outcome_counts(self) -> Counter[str]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apiwrap.engine.journal import Journal
 from apiwrap.errors import ConfigurationError, JournalError
@@ -13,7 +15,19 @@ from apiwrap.statistics.allocation import journaled_stop
 from apiwrap.statistics.procedures import CertificationSettings, Fetch, ImageResult, run_procedure
 from apiwrap.statistics.votes import QueryRecord
 
-__all__ = ["journal_settings", "replay_journal"]
+__all__ = ["Replay", "journal_settings", "replay_journal"]
+
+
+@dataclass
+class Replay:
+    """A replay's results and how its parameters differ from the job's."""
+
+    results: list[ImageResult]
+    #: The certification parameters the replay used.
+    parameters: dict[str, Any]
+    #: Each parameter that differs from the job's: {"job": value, "replay": value}. Empty
+    #: when the replay reproduces the job's own certificates.
+    changed: dict[str, dict[str, Any]]
 
 
 class _MissingVotes(LookupError):
@@ -39,7 +53,7 @@ def journal_settings(path: Path) -> CertificationSettings:
 
 def replay_journal(
     path: Path, *, n0: int | None = None, n: int | None = None, alpha: float | None = None
-) -> list[ImageResult]:
+) -> Replay:
     """Results of the journal's votes under (possibly) smaller n0, n or another alpha.
 
     The procedure runs again on the journaled votes (the same stopping rules for
@@ -47,6 +61,9 @@ def replay_journal(
     own parameters reproduces its certificates exactly. A replay that would need a vote the
     job never bought is an error. Changing n0 is only meaningful for the fixed design:
     sequential estimation indices start at the job's n0.
+
+    Each result's ``queries`` is what the job bought for the image (a replay sends none),
+    and the replay is recorded in the journal with the parameters that differ from the job's.
     """
     journal = Journal.open_existing(path)
     try:
@@ -61,6 +78,11 @@ def replay_journal(
             n=settings.n if n is None else n,
             alpha=settings.alpha if alpha is None else alpha,
         )
+        changed = {
+            name: {"job": getattr(settings, name), "replay": getattr(replayed, name)}
+            for name in ("n0", "n", "alpha")
+            if getattr(settings, name) != getattr(replayed, name)
+        }
         results = []
         for image_id, name, digest, status, stored_result, error in journal.images():
             if status != "done":
@@ -74,10 +96,13 @@ def replay_journal(
             except _MissingVotes as exc:
                 raise ConfigurationError(f"{name}: {exc}; the replay would need new queries") from None
             result.image = name
+            result.queries = len(votes)
             result.digest = digest
             result.certified_space = (stored_result or {}).get("certified_space")
             results.append(result)
-        return results
+        parameters = dataclasses.asdict(replayed)
+        journal.record_replay(parameters, changed)
+        return Replay(results, parameters, changed)
     finally:
         journal.close()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from apiwrap.budgets import BudgetExceeded
 from apiwrap.engine.allocator import BudgetAllocator
-from apiwrap.engine.images import ENCODING, SourceImage, load_image
+from apiwrap.engine.images import ENCODING, SourceImage, check_vendor_limits, load_image
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.noise import NOISE_SCHEME
 from apiwrap.engine.samples import SamplePreparer
@@ -25,7 +25,7 @@ from apiwrap.errors import ImageError, JobAborted
 from apiwrap.statistics.allocation import Admission, ImageState
 from apiwrap.statistics.fixed import AbstainReason
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult, run_procedure
-from apiwrap.statistics.votes import QueryRecord
+from apiwrap.statistics.votes import FAILED_QUERY, QueryRecord
 
 __all__ = ["Engine"]
 
@@ -43,6 +43,7 @@ class Engine:
         images_in_flight: int = 4,
         prepare_ahead: int = 32,
         on_query: Callable[[], None] | None = None,
+        on_result: Callable[[ImageResult], None] | None = None,
         provenance: dict[str, object] | None = None,
         allocator: BudgetAllocator | None = None,
     ) -> None:
@@ -51,9 +52,13 @@ class Engine:
         self._scheduler = scheduler
         self._preparer = preparer
         self._images_in_flight = asyncio.Semaphore(images_in_flight)
+        # One image decoded at a time: a large source's decode (up to images.DECODE_BYTES_PER_PIXEL
+        # bytes per pixel, briefly) is the job's largest allocation, and it is never doubled.
+        self._decoding = asyncio.Lock()
         # Bounds samples prepared but not yet answered: back-pressure on the denoiser.
         self._ahead = asyncio.Semaphore(prepare_ahead)
         self._on_query = on_query or (lambda: None)
+        self._on_result = on_result or (lambda result: None)
         self.budget_exhausted = False
         self._allocator = allocator
         # Provenance (e.g. the denoiser's weights digest) is bound with the settings: a
@@ -100,12 +105,16 @@ class Engine:
             # An image the allocator left unfunded is done: its stop is part of a replayable decision.
             status = "done" if result.error is None and result.status != "failed" else result.status
             self._journal.finish_image(image_id, status, result.to_json(), result.error)
+            self._on_result(result)
             return result
 
     async def _certify(self, image_id: int, name: str, source: Path | bytes) -> ImageResult:
         if self.budget_exhausted:
             raise BudgetExceeded("the job's budget ran out before this image started")
-        image = await asyncio.to_thread(load_image, source, name=name, size=self.settings.size)
+        limits = self._scheduler.adapter.limits
+        await asyncio.to_thread(check_vendor_limits, source, limits, name=name, size=self.settings.size)
+        async with self._decoding:
+            image = await asyncio.to_thread(load_image, source, name=name, size=self.settings.size)
         self._journal.set_digest(image_id, image.digest)
         answered = self._journal.answered(image_id)
 
@@ -124,6 +133,10 @@ class Engine:
                 return await allocator.admit(name, state)
 
         result = await run_procedure(self.settings, fetch, admit)
+        if result.reference_label == FAILED_QUERY and result.failed_queries == result.queries - 1:
+            # Nothing was judged: an unreachable vendor is a failure to report, not an abstention.
+            result.status = "failed"
+            result.error = f"every one of its {result.queries} queries failed at the vendor (see the journal)"
         result.image = name
         result.digest = image.digest
         result.certified_space = _space(image)
@@ -132,23 +145,49 @@ class Engine:
     async def _votes(
         self, image: SourceImage, image_id: int, indices: Sequence[int], answered: dict[int, QueryRecord]
     ) -> list[QueryRecord]:
-        # Not a TaskGroup: one query's failure (budget spent, job aborted) must not cancel its
-        # siblings. Those already sent are paid for, and their votes belong in this image's
-        # count now, not only in the journal that a resumed run reads.
-        outcomes = await asyncio.gather(
-            *(self._vote(image, image_id, i, answered) for i in indices), return_exceptions=True
-        )
-        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        """The votes of ``indices``, bought through a window of at most ``scheduler.window``
+        queries in flight, so the work and memory of one image do not grow with n.
+
+        After the first failure (budget spent, job aborted) no further sample is prepared;
+        those already sent are awaited, not cancelled: they are paid for, and their votes
+        belong in this image's count now, not only in the journal that a resumed run reads.
+        """
+        records: dict[int, QueryRecord] = {}
+        errors: list[BaseException] = []
+        in_flight: set[asyncio.Task[QueryRecord]] = set()
+
+        def collect(done: set[asyncio.Task[QueryRecord]]) -> None:
+            for task in done:
+                if (error := task.exception()) is not None:
+                    errors.append(error)
+                else:
+                    record = task.result()
+                    records[record.sample_index] = record
+
+        try:
+            for index in indices:
+                if index in answered:
+                    records[index] = answered[index]  # paid for already: never re-sent, never counted twice
+                    continue
+                while len(in_flight) >= self._scheduler.window and not errors:
+                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    collect(done)
+                if errors:
+                    break
+                in_flight.add(asyncio.create_task(self._vote(image, image_id, index)))
+            if in_flight:
+                done, in_flight = await asyncio.wait(in_flight)
+                collect(done)
+        finally:
+            for task in in_flight:
+                task.cancel()  # reached only when this image itself is cancelled
         if errors:
             raise _most_telling(errors) from BaseExceptionGroup("queries of one image failed", errors)
-        return [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+        return [records[index] for index in indices]
 
-    async def _vote(
-        self, image: SourceImage, image_id: int, index: int, answered: dict[int, QueryRecord]
-    ) -> QueryRecord:
-        if index in answered:
-            return answered[index]  # paid for already: never re-sent, never counted twice
+    async def _vote(self, image: SourceImage, image_id: int, index: int) -> QueryRecord:
         async with self._ahead:
+            self._scheduler.check_affordable()
             sample = await self._preparer.prepare(image, index)
             record = await self._scheduler.query(image_id, index, sample.data, sample.digest)
         self._on_query()

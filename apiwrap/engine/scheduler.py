@@ -25,7 +25,7 @@ from tenacity import (
 )
 
 from apiwrap.adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
-from apiwrap.budgets import Budget, BudgetExceeded, Price
+from apiwrap.budgets import Budget, BudgetExceeded, Price, format_usd
 from apiwrap.engine.journal import Journal
 from apiwrap.errors import JobAborted
 from apiwrap.statistics.votes import FAILED_QUERY, QueryRecord
@@ -134,6 +134,40 @@ class QueryScheduler:
         self._wakeup.set()
         return await future
 
+    @property
+    def window(self) -> int:
+        """Queries worth having ready for this vendor at once: what it can take in flight, twice."""
+        return 2 * self._limits.concurrency * max(1, self.adapter.max_batch)
+
+    def check_affordable(self) -> None:
+        """Raise :class:`BudgetExceeded` when what is already spent leaves no room for one more
+        query, so no sample is prepared (noise, denoiser, PNG) for a query that cannot be sent.
+
+        Reservations still open do not count: they may yet be released unbilled.
+        """
+        snapshot = self._budget.snapshot()
+        cost = self._price.micro_usd_per_image
+        if snapshot.max_queries is not None and snapshot.spent.queries + 1 > snapshot.max_queries:
+            raise BudgetExceeded(
+                f"query cap reached: spent {snapshot.spent.queries:,} of "
+                f"{snapshot.max_queries:,} billable queries",
+                cap="queries",
+                limit=snapshot.max_queries,
+                spent=snapshot.spent.queries,
+                reserved=snapshot.reserved.queries,
+                requested=1,
+            )
+        if snapshot.max_micro_usd is not None and snapshot.spent.micro_usd + cost > snapshot.max_micro_usd:
+            raise BudgetExceeded(
+                f"money cap reached: spent {format_usd(snapshot.spent.micro_usd)} of "
+                f"{format_usd(snapshot.max_micro_usd)}",
+                cap="usd",
+                limit=snapshot.max_micro_usd,
+                spent=snapshot.spent.micro_usd,
+                reserved=snapshot.reserved.micro_usd,
+                requested=cost,
+            )
+
     async def aclose(self) -> None:
         """Stop dispatching and wait for requests already sent: their answers may be billed,
         so they are settled and journaled rather than cancelled."""
@@ -214,7 +248,11 @@ class QueryScheduler:
         for query in sendable:
             query.attempts += 1
             query.first_sent_at = query.first_sent_at or now
-            attempt_ids.append(self._journal.attempt_sent(query.image_id, query.sample_index, query.digest))
+            attempt_ids.append(
+                self._journal.attempt_sent(
+                    query.image_id, query.sample_index, query.digest, self._price.micro_usd_per_image
+                )
+            )
         results = await self._send([query.data for query in sendable])
         retry = []
         for query, reservation, attempt_id, result in zip(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from apiwrap.engine.jobs import journal_path
+from apiwrap.errors import JournalError
 from apiwrap.reports import load_job, render_html
 from apiwrap.service._config import ServiceConfig
 from apiwrap.service._errors import Conflict
@@ -43,4 +44,9 @@ def _render(config: ServiceConfig, job_id: str) -> str:
     for position, (filename, data) in enumerate(uploads):
         sources[_image_name(position)] = data
         names[_image_name(position)] = filename
-    return render_html(load_job(path), sources=sources, display_names=names)
+    try:
+        job = load_job(path)
+    except JournalError:
+        # Cancelled before the engine bound the job's parameters: not one query was sent.
+        raise Conflict(f"job {job_id} ended before its first query: it has no report") from None
+    return render_html(job, sources=sources, display_names=names)

@@ -42,6 +42,7 @@ from apiwrap.statistics.sequential import (
 from apiwrap.statistics.votes import CLEAN_SAMPLE, FAILED_QUERY, QueryRecord
 
 __all__ = [
+    "UNVERSIONED",
     "Admit",
     "CertificationSettings",
     "Fetch",
@@ -135,8 +136,20 @@ class ImageResult:
         return asdict(self)
 
 
+#: Stands in the model versions of a certificate for answers that named none.
+UNVERSIONED = "<unversioned>"
+
+
 def _model_versions(records: list[QueryRecord]) -> list[str]:
-    return sorted({r.model_version for r in records if r.model_version is not None})
+    """The vendor models that answered; more than one means drift.
+
+    An answer without a version, from a vendor whose other answers name one, may come from
+    another model, so it counts as one more version. Failed queries judged nothing and
+    carry no version, so they never count.
+    """
+    answered = {r.model_version for r in records if r.outcome == "ok"}
+    named = sorted(version for version in answered if version is not None)
+    return [*named, UNVERSIONED] if named and None in answered else named
 
 
 def decide(
@@ -312,7 +325,7 @@ async def _sequential(settings: CertificationSettings, fetch: Fetch, admit: Admi
     result.queries = len(votes) + 1
     result.failed_queries = sum(r.outcome != "ok" for r in votes)
     result.top_votes = dict(Counter(r.label for r in estimation or selection).most_common(5))
-    result.model_versions = sorted({r.model_version for r in [*votes, reference] if r.model_version})
+    result.model_versions = _model_versions([*votes, reference])
     if len(result.model_versions) > 1:
         result.status, result.label, result.radius = "abstained", None, None
         result.abstain_reason = AbstainReason.MODEL_DRIFT.value

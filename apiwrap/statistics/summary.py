@@ -38,11 +38,12 @@ def certified_at(result: ImageResult, radius: float) -> bool:
 def certified_accuracy(results: Sequence[ImageResult], radii: Sequence[float]) -> list[AccuracyAtRadius]:
     """Share of images certified at radius >= r with the vendor's clean label, with a 95% interval.
 
-    Only images that got a reference label count (failed images are reported apart). The
+    Every image counts: one that failed, was left unfunded by the budget or abstained is
+    simply not certified, so a job cannot look better by losing its hard images. The
     interval is the exact (Clopper-Pearson) binomial interval over images: alpha is per
     image, so the accuracy itself is an estimate with its own uncertainty.
     """
-    scored = [r for r in results if r.reference_label is not None and r.status in {"certified", "abstained"}]
+    scored = list(results)
     rows = []
     for radius in radii:
         hits = sum(certified_at(r, radius) for r in scored)
