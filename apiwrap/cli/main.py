@@ -104,6 +104,15 @@ ForceOpt = Annotated[bool, typer.Option(help="Use a denoiser trained for another
 EmulateOpt = Annotated[
     bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDRESS",
+        help="Prepare samples and send queries from Ray workers (pip install 'apiwrap-certify[ray]'): "
+        "'local' starts Ray on this machine, 'auto' joins this machine's cluster, or HOST:PORT; the journal, "
+        "budget and rate limit stay here (docs/scale.md).",
+    ),
+]
 
 
 def _fail(message: str) -> None:
@@ -141,6 +150,7 @@ class RunOptions:
     max_queries: int | None = None
     selection: str = "clean"
     allocate: bool = True
+    ray: str | None = None
 
     @property
     def design(self) -> str:
@@ -167,6 +177,7 @@ class RunOptions:
         """The job these options describe; raises ``ConfigurationError`` for an invalid combination."""
         from apiwrap.budgets import parse_usd
         from apiwrap.denoisers import AUTO, recommended_denoiser
+        from apiwrap.engine.distributed import RayOptions, require_ray
         from apiwrap.engine.jobs import JobSpec
         from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
         from apiwrap.statistics.procedures import CertificationSettings
@@ -186,6 +197,8 @@ class RunOptions:
             max_queries=self.max_queries or 400,
             selection=self.selection,  # type: ignore[arg-type]
         )
+        if self.ray is not None:
+            require_ray()  # a missing extra is named before any journal is opened
         return JobSpec(
             settings=settings,
             job=self.job or datetime.datetime.now().strftime(f"{self.mode}-%Y%m%d-%H%M%S"),
@@ -199,6 +212,7 @@ class RunOptions:
             force_denoiser=self.force_denoiser,
             emulate=self.emulate,
             allocate=self.allocate,
+            ray=RayOptions(address=self.ray) if self.ray is not None else None,
         )
 
 
@@ -386,6 +400,7 @@ def certify(
     max_queries: MaxQueriesOpt = None,
     selection: SelectionOpt = "clean",
     allocate: AllocateOpt = True,
+    ray: RayOpt = None,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
 
@@ -421,6 +436,7 @@ def certify(
             max_queries=max_queries,
             selection=selection,
             allocate=allocate,
+            ray=ray,
         )
     )
 
@@ -447,6 +463,7 @@ def predict(
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = False,
     emulate: EmulateOpt = False,
+    ray: RayOpt = None,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
     _run(
@@ -473,6 +490,7 @@ def predict(
             prices,
             force_denoiser,
             emulate,
+            ray=ray,
         )
     )
 
