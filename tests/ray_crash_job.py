@@ -10,16 +10,21 @@ import ray
 
 from apiwrap.engine.distributed import NAMESPACE, RayOptions
 from apiwrap.engine.jobs import run_job
+from apiwrap.engine.scheduler import VendorLimits
 from tests.fakes import FaultyVendor
 from tests.test_engine import PRICES, _images, _spec
 
 WORKERS = RayOptions(preparation_actors=1, query_actors=2)
+#: As in test_ray.py: no request may time out, or its answer could be billed after the timeout.
+PATIENT = VendorLimits(concurrency=16, request_timeout_s=30)
 
 
 def main(address: str, runs_dir: Path, ledger: Path, latency_s: float) -> None:
     ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
     vendor = FaultyVendor(latency_s=latency_s, ledger_file=ledger)
-    asyncio.run(run_job(_spec(runs_dir, ray=WORKERS), _images(6), adapter=vendor, price_table=PRICES))
+    asyncio.run(
+        run_job(_spec(runs_dir, ray=WORKERS, limits=PATIENT), _images(6), adapter=vendor, price_table=PRICES)
+    )
 
 
 if __name__ == "__main__":
