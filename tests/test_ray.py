@@ -23,9 +23,11 @@ import pytest
 from typer.testing import CliRunner
 
 from apiwrap.cli import app
-from apiwrap.engine.distributed import NAMESPACE, RayOptions
+from apiwrap.engine.distributed import NAMESPACE, RayOptions, start_workers
 from apiwrap.engine.jobs import JobSpec, run_job
 from apiwrap.engine.scheduler import VendorLimits
+from apiwrap.errors import ConfigurationError
+from apiwrap.statistics.procedures import CertificationSettings
 from tests.fakes import FaultRates, FaultyVendor
 from tests.test_engine import PRICES, _certificates, _images, _ledger, _run, _spec
 
@@ -183,6 +185,30 @@ def test_a_killed_driver_resumes_from_its_journal(cluster: str, tmp_path: Path) 
     assert len(paid) == queries
     assert len(bought_twice) <= in_flight_at_kill
     assert sum(paid.values()) == queries + len(bought_twice)
+
+
+def test_workers_that_cannot_start_or_load_other_weights_are_refused_before_any_query(
+    cluster: str,
+) -> None:
+    def start(vendor: str, denoiser_sha256: str | None, **vendor_options: str) -> None:
+        asyncio.run(
+            start_workers(
+                RayOptions(preparation_actors=1, query_actors=1, start_timeout_s=120),
+                CertificationSettings(vendor=vendor),
+                job="refused",
+                vendor_options=vendor_options,
+                adapter=None,
+                force_denoiser=False,
+                denoiser_sha256=denoiser_sha256,
+                batch_size=16,
+            )
+        )
+
+    with pytest.raises(ConfigurationError, match=r"could not start: .*unknown vendor 'nowhere'"):
+        start("nowhere", None)
+    with pytest.raises(ConfigurationError, match="other weights"):
+        # the driver bound a denoiser's weights; the worker loaded none
+        start("http", "0" * 64, endpoint="http://127.0.0.1:9/label")
 
 
 def test_ray_without_the_extra_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
