@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from apiwrap.cli import app
 from apiwrap.engine.distributed import NAMESPACE, RayOptions, start_workers
 from apiwrap.engine.jobs import JobSpec, run_job
+from apiwrap.engine.replay import replay_journal
 from apiwrap.engine.scheduler import VendorLimits
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings
@@ -86,6 +87,8 @@ def test_certificates_and_bytes_equal_the_single_process_engine(cluster: str, tm
     assert _certificates(distributed) == _certificates(local)
     assert _sent(distributed.journal) == _sent(local.journal)  # the same bytes for every sample index
     assert len(_sent(local.journal)) == 4 * QUERIES_PER_IMAGE
+    replayed = replay_journal(distributed.journal)
+    assert [(r.image, r.status, r.label, r.radius) for r in replayed] == _certificates(distributed)
 
 
 def test_the_money_cap_holds_with_several_workers_under_faults(cluster: str, tmp_path: Path) -> None:

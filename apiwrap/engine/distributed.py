@@ -139,6 +139,8 @@ class _VendorProfile:
     name: str
     max_batch: int
     limits: ImageLimits
+    #: Options that change which label a query votes for; the journal binds them with the settings.
+    model_options: dict[str, Any]
 
 
 class QueryWorker:
@@ -157,7 +159,10 @@ class QueryWorker:
         if self._failure is not None:
             return self._failure
         assert self._adapter is not None
-        return _VendorProfile(self._adapter.name, self._adapter.max_batch, self._adapter.limits)
+        adapter = self._adapter
+        return _VendorProfile(
+            adapter.name, adapter.max_batch, adapter.limits, dict(getattr(adapter, "model_options", {}))
+        )
 
     async def label_batch(self, images: list[bytes]) -> list[VendorAnswer | VendorError] | _Raised:
         assert self._adapter is not None
@@ -236,8 +241,7 @@ class RayPreparer:
         except RayActorError as exc:
             # Ray re-ran the batch on the restarted actor _PREPARATION_RETRIES times: these samples
             # keep killing their worker, so their images fail and the rest of the job goes on.
-            error: BaseException = ImageError(f"sample preparation keeps failing on the cluster: {exc}")
-            self._fail(batch, error)
+            self._fail(batch, ImageError(f"sample preparation keeps failing on the cluster: {exc}"))
         except RayTaskError as exc:  # the denoiser raised: the same error as on one machine
             self._fail(batch, exc.cause if exc.cause is not None else exc)
         else:
@@ -264,6 +268,7 @@ class RayAdapter:
         self.name = profile.name
         self.max_batch = profile.max_batch
         self.limits = profile.limits
+        self.model_options = profile.model_options
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         from ray.exceptions import ObjectLostError, RayActorError, WorkerCrashedError
