@@ -164,11 +164,11 @@ def test_a_killed_driver_resumes_from_its_journal(cluster: str, tmp_path: Path) 
     runs_dir, ledger = tmp_path / "crashed", tmp_path / "vendor-ledger.txt"
     journal = runs_dir / "job.sqlite"
     driver = subprocess.Popen(
-        [sys.executable, "-m", "tests.ray_crash_job", cluster, str(runs_dir), str(ledger), "0.01"], cwd=ROOT
+        [sys.executable, "-m", "tests.ray_crash_job", cluster, str(runs_dir), str(ledger), "0.02"], cwd=ROOT
     )
     deadline = time.monotonic() + 120
     while _committed(journal) < queries // 3 and time.monotonic() < deadline and driver.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert driver.poll() is None, "the driver finished before it could be killed"
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()

@@ -109,7 +109,7 @@ RayOpt = Annotated[
     str | None,
     typer.Option(
         metavar="ADDRESS",
-        help="Prepare samples and send queries from Ray workers (pip install 'apiwrap-certify[ray]'): "
+        help="Prepare samples and send queries from Ray workers (pip install 'apiwrap-certify\\[ray]'): "
         "'local' starts Ray on this machine, 'auto' joins this machine's cluster, or HOST:PORT; the journal, "
         "budget and rate limit stay here (docs/scale.md).",
     ),
