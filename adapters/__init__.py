@@ -11,6 +11,7 @@ from typing import Any
 
 from apiwrap.adapters.base import NO_LABEL, Adapter, ImageLimits, Label, VendorAnswer, canonical_label, top1
 from apiwrap.adapters.errors import (
+    AnswerLost,
     AuthError,
     Fatal,
     MalformedAnswer,
@@ -24,6 +25,7 @@ from apiwrap.errors import ConfigurationError, MissingExtra
 __all__ = [
     "NO_LABEL",
     "Adapter",
+    "AnswerLost",
     "AuthError",
     "Fatal",
     "ImageLimits",

@@ -3,7 +3,8 @@
     VendorError
     ├── Throttled(retry_after)   vendor said "slow down"; retry the same bytes later
     ├── Transient                timeout, 5xx, connection reset, malformed answer; retry
-    │   └── MalformedAnswer      the vendor answered, but not in its documented format
+    │   ├── MalformedAnswer      the vendor answered, but not in its documented format
+    │   └── AnswerLost           the worker that sent the request died; the vendor may have billed it
     ├── Rejected                 the vendor (or our pre-flight check) refuses this input
     ├── AuthError                credentials missing or refused; stop the job
     └── Fatal                    anything else that retrying cannot fix
@@ -18,6 +19,7 @@ from __future__ import annotations
 from apiwrap.errors import ApiwrapError
 
 __all__ = [
+    "AnswerLost",
     "AuthError",
     "Fatal",
     "MalformedAnswer",
@@ -59,6 +61,16 @@ class MalformedAnswer(Transient):
     """The vendor answered with a body we cannot parse."""
 
     outcome = "malformed"
+
+
+class AnswerLost(Transient):
+    """The request may have reached the vendor, but the process that sent it died before the answer.
+
+    Retried with the same bytes like any transient failure; billed by default, because the
+    vendor may have done the work and a cap must hold in that case too.
+    """
+
+    outcome = "lost"
 
 
 class Rejected(VendorError):

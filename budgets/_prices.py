@@ -5,7 +5,7 @@ file is left to its other readers::
 
     [prices.aws]
     usd_per_1000 = "1.25"               # a string keeps the price exact; numbers are accepted
-    billable = ["ok", "malformed"]      # outcomes the vendor charges for
+    billable = ["ok", "malformed", "lost"]  # outcomes the vendor charges for
     free_images = 0                     # images at the start of the job that cost nothing
 
     [prices.myvendor]                   # a vendor with no default must give usd_per_1000
@@ -28,14 +28,15 @@ __all__ = ["DEFAULT_BILLABLE", "OUTCOMES", "RETRIED_OUTCOMES", "Price", "PriceTa
 
 #: Every outcome the engine records for one attempt (``apiwrap.adapters.errors.VendorError.outcome``,
 #: plus ``"ok"`` for an answer, an empty label list included).
-OUTCOMES = frozenset({"ok", "throttled", "transient", "malformed", "rejected", "auth", "fatal"})
+OUTCOMES = frozenset({"ok", "throttled", "transient", "malformed", "lost", "rejected", "auth", "fatal"})
 
 #: Outcomes after which the engine sends the same bytes again (``VendorError.retryable``);
 #: only these can make one query cost more than one attempt.
-RETRIED_OUTCOMES = frozenset({"throttled", "transient", "malformed"})
+RETRIED_OUTCOMES = frozenset({"throttled", "transient", "malformed", "lost"})
 
 #: An answer is billed, and so is a 200 whose body we could not parse: the vendor did the work.
-DEFAULT_BILLABLE = frozenset({"ok", "malformed"})
+#: An answer lost with the worker that sent it counts as billed: the vendor may have done the work.
+DEFAULT_BILLABLE = frozenset({"ok", "malformed", "lost"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ def test_default_prices_follow_the_vendor_reference() -> None:
     per_image = {vendor: table.cost_micro_usd(vendor, 1) for vendor in table.vendors}
     # $/1000 images from vendors.md, divided by 1000 by hand: $1.00 -> $0.001 = 1000 micro-dollars
     assert per_image == {"aws": 1000, "google": 1500, "azure": 1000, "clarifai": 1200, "http": 0, "local": 0}
-    assert all(table.price(v).billable_outcomes == {"ok", "malformed"} for v in table.vendors)
+    assert all(table.price(v).billable_outcomes == {"ok", "malformed", "lost"} for v in table.vendors)
     assert all(table.price(v).free_images == 0 for v in table.vendors)
 
 
@@ -84,6 +84,7 @@ def test_outcomes_match_the_adapter_error_tree() -> None:
         vendor_errors.Throttled("x"),
         vendor_errors.Transient("x"),
         vendor_errors.MalformedAnswer("x"),
+        vendor_errors.AnswerLost("x"),
         vendor_errors.Rejected("x"),
         vendor_errors.AuthError("x"),
         vendor_errors.Fatal("x"),
@@ -94,7 +95,7 @@ def test_outcomes_match_the_adapter_error_tree() -> None:
 
 def test_billable_outcomes() -> None:
     price = PriceTable.default().price("aws")
-    assert {outcome for outcome in OUTCOMES if price.bills(outcome)} == {"ok", "malformed"}
+    assert {outcome for outcome in OUTCOMES if price.bills(outcome)} == {"ok", "malformed", "lost"}
     with pytest.raises(ValueError, match="unknown outcome 'error'"):
         price.bills("error")
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -112,6 +113,16 @@ ReportDirOpt = Annotated[
     typer.Option("--report", help="When the job ends, write DIR/JOB.html, .csv and .png (docs/reports.md)."),
 ]
 
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="ADDRESS",
+        help="Prepare samples and send queries from Ray workers (pip install 'apiwrap-certify\\[ray]'): "
+        "'local' starts Ray on this machine, 'auto' joins this machine's cluster, or HOST:PORT; the journal, "
+        "budget and rate limit stay here (docs/scale.md).",
+    ),
+]
+
 
 class ExitCode(IntEnum):
     """How ``certify`` and ``predict`` end, for scripts; the README's table lists them."""
@@ -124,7 +135,7 @@ class ExitCode(IntEnum):
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {escape(message)}")  # "pip install 'x[extra]'" is not markup
     raise typer.Exit(ExitCode.USAGE)
 
 
@@ -170,6 +181,7 @@ class RunOptions:
     selection: str = "clean"
     allocate: bool = True
     report_dir: Path | None = None
+    ray: str | None = None
 
     @property
     def design(self) -> str:
@@ -196,6 +208,7 @@ class RunOptions:
         """The job these options describe; raises ``ConfigurationError`` for an invalid combination."""
         from apiwrap.budgets import parse_usd
         from apiwrap.denoisers import AUTO, recommended_denoiser
+        from apiwrap.engine.distributed import RayOptions, require_ray
         from apiwrap.engine.jobs import JobSpec
         from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
         from apiwrap.statistics.procedures import CertificationSettings
@@ -215,6 +228,8 @@ class RunOptions:
             max_queries=self.max_queries or 400,
             selection=self.selection,  # type: ignore[arg-type]
         )
+        if self.ray is not None:
+            require_ray()  # a missing extra is named before any journal is opened
         return JobSpec(
             settings=settings,
             job=self.job or datetime.datetime.now().strftime(f"{self.mode}-%Y%m%d-%H%M%S"),
@@ -228,6 +243,7 @@ class RunOptions:
             force_denoiser=self.force_denoiser,
             emulate=self.emulate,
             allocate=self.allocate,
+            ray=RayOptions(address=self.ray) if self.ray is not None else None,
         )
 
 
@@ -455,6 +471,7 @@ def certify(
     selection: SelectionOpt = "clean",
     allocate: AllocateOpt = True,
     report: ReportDirOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Certify each image's label with an L2 radius (Cohen's CERTIFY), or abstain.
 
@@ -491,6 +508,7 @@ def certify(
             selection=selection,
             allocate=allocate,
             report_dir=report,
+            ray=ray,
         )
     )
 
@@ -518,6 +536,7 @@ def predict(
     force_denoiser: ForceOpt = False,
     emulate: EmulateOpt = False,
     report: ReportDirOpt = None,
+    ray: RayOpt = None,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
     _run(
@@ -545,6 +564,7 @@ def predict(
             force_denoiser,
             emulate,
             report_dir=report,
+            ray=ray,
         )
     )
 

@@ -22,6 +22,7 @@ from apiwrap.adapters import Adapter, create_adapter
 from apiwrap.adapters.base import LABEL_RULE_VERSION
 from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
 from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
+from apiwrap.engine.distributed import RayOptions, RayPreparer, start_workers
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.runner import Engine
 from apiwrap.engine.samples import SamplePreparer
@@ -60,6 +61,9 @@ class JobSpec:
     #: A sequential job with a budget spends it where certificates are likely (apiwrap.engine.allocator);
     #: False spends it first come, first served.
     allocate: bool = True
+    #: Prepare samples and send queries from Ray actors (apiwrap.engine.distributed, docs/scale.md);
+    #: the journal, budget and rate limit stay in this process.
+    ray: RayOptions | None = None
 
 
 @dataclass
@@ -102,7 +106,7 @@ def weights_digest(denoise: Any) -> str:
     return digest.hexdigest()
 
 
-def _provenance(adapter: Adapter, denoise: Any) -> dict[str, object]:
+def _provenance(adapter: Adapter, denoiser_sha256: str | None) -> dict[str, object]:
     """What decides the votes besides the settings, bound with them in the journal.
 
     The label rule and the vendor's model options (``max_labels``, a model version, ...) change
@@ -112,8 +116,8 @@ def _provenance(adapter: Adapter, denoise: Any) -> dict[str, object]:
         "label_rule": LABEL_RULE_VERSION,
         "model_options": dict(getattr(adapter, "model_options", {})),
     }
-    if denoise is not None:
-        provenance["denoiser_sha256"] = weights_digest(denoise)
+    if denoiser_sha256 is not None:
+        provenance["denoiser_sha256"] = denoiser_sha256
     return provenance
 
 
@@ -174,12 +178,29 @@ async def run_job(
         denoise = await asyncio.to_thread(
             load_denoise, spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser
         )
-        adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
+        denoiser_sha256 = weights_digest(denoise) if denoise is not None else None
+        preparer: SamplePreparer | RayPreparer
+        if spec.ray is None:
+            adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
+            preparer = SamplePreparer(
+                denoise, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
+            )
+            batches_in_flight = 1
+        else:
+            workers = await start_workers(
+                spec.ray,
+                spec.settings,
+                job=spec.job,
+                vendor_options=spec.vendor_options,
+                adapter=adapter,
+                force_denoiser=spec.force_denoiser,
+                denoiser_sha256=denoiser_sha256,
+                batch_size=spec.denoise_batch,
+            )
+            adapter, preparer = workers.adapter, workers.preparer
+            batches_in_flight = preparer.batches_in_flight
         scheduler = QueryScheduler(
             adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
-        )
-        preparer = SamplePreparer(
-            denoise, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
         )
         allocator = _allocator(spec, budget, price.micro_usd_per_image)
         engine = Engine(
@@ -188,10 +209,13 @@ async def run_job(
             scheduler,
             preparer,
             images_in_flight=spec.images_in_flight,
-            prepare_ahead=max(spec.denoise_batch, 2 * spec.limits.concurrency * max(1, adapter.max_batch)),
+            prepare_ahead=max(
+                spec.denoise_batch * batches_in_flight,
+                2 * spec.limits.concurrency * max(1, adapter.max_batch),
+            ),
             on_query=on_query,
             on_result=on_result,
-            provenance=_provenance(adapter, denoise),
+            provenance=_provenance(adapter, denoiser_sha256),
             allocator=allocator,
         )
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,9 +21,7 @@ from apiwrap.engine.images import SourceImage, encode_png, to_uint8
 from apiwrap.engine.noise import noise_for_sample
 from apiwrap.statistics.votes import CLEAN_SAMPLE
 
-__all__ = ["PreparedSample", "SamplePreparer"]
-
-#: Sample index of the clean image (no noise, no denoiser): the vendor's reference label.
+__all__ = ["PreparedSample", "SamplePreparer", "prepare_samples"]
 
 Denoise = Callable[[torch.Tensor], torch.Tensor]
 
@@ -90,32 +88,44 @@ class SamplePreparer:
                     request.future.set_result(result)
 
     def _prepare_batch(self, requests: list[_Request]) -> list[PreparedSample]:
-        pixels: list[np.ndarray | None] = [None] * len(requests)
-        by_shape: dict[tuple[int, int, int], list[int]] = {}
-        for position, request in enumerate(requests):
-            if request.index == CLEAN_SAMPLE:
-                pixels[position] = request.image.pixels
-            else:
-                by_shape.setdefault(request.image.shape, []).append(position)
-        for shape, positions in by_shape.items():
-            noisy = np.stack(
-                [
-                    requests[p].image.pixels
-                    + noise_for_sample(
-                        self._seed, requests[p].image.digest, self._sigma, requests[p].index, shape
-                    )
-                    for p in positions
-                ]
-            )
-            if self._denoise is not None:
-                tensor = torch.from_numpy(noisy).permute(0, 3, 1, 2).contiguous()
-                noisy = self._denoise(tensor).permute(0, 2, 3, 1).cpu().numpy()
-            for p, sample in zip(positions, noisy, strict=True):
-                pixels[p] = sample
-        samples = []
-        for sample_pixels in pixels:
-            assert sample_pixels is not None
-            data = encode_png(to_uint8(sample_pixels))
-            samples.append(PreparedSample(data, hashlib.sha256(data).hexdigest()))
+        samples = prepare_samples(
+            self._denoise, self._seed, self._sigma, [(request.image, request.index) for request in requests]
+        )
         self.prepared += len(samples)
         return samples
+
+
+def prepare_samples(
+    denoise: Denoise | None, seed: int, sigma: float, requests: Sequence[tuple[SourceImage, int]]
+) -> list[PreparedSample]:
+    """The exact bytes of each (image, sample index): one batched denoiser pass per image shape.
+
+    A pure function of its arguments, so a worker process (``apiwrap.engine.distributed``)
+    produces the same bytes as this process for the same seed on the same kind of device.
+    """
+    pixels: list[np.ndarray | None] = [None] * len(requests)
+    by_shape: dict[tuple[int, int, int], list[int]] = {}
+    for position, (image, index) in enumerate(requests):
+        if index == CLEAN_SAMPLE:
+            pixels[position] = image.pixels
+        else:
+            by_shape.setdefault(image.shape, []).append(position)
+    for shape, positions in by_shape.items():
+        noisy = np.stack(
+            [
+                requests[p][0].pixels
+                + noise_for_sample(seed, requests[p][0].digest, sigma, requests[p][1], shape)
+                for p in positions
+            ]
+        )
+        if denoise is not None:
+            tensor = torch.from_numpy(noisy).permute(0, 3, 1, 2).contiguous()
+            noisy = denoise(tensor).permute(0, 2, 3, 1).cpu().numpy()
+        for p, sample in zip(positions, noisy, strict=True):
+            pixels[p] = sample
+    samples = []
+    for sample_pixels in pixels:
+        assert sample_pixels is not None
+        data = encode_png(to_uint8(sample_pixels))
+        samples.append(PreparedSample(data, hashlib.sha256(data).hexdigest()))
+    return samples
