@@ -7,13 +7,12 @@ without sending anything.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Awaitable, Callable, Sequence
-
-from PIL import Image, UnidentifiedImageError
 
 from apiwrap.adapters.base import ImageLimits, VendorAnswer
 from apiwrap.adapters.errors import Rejected, VendorError
+from apiwrap.errors import ImageError
+from apiwrap.imaging import read_header
 
 __all__ = ["check_image", "label_one_at_a_time", "probe_image"]
 
@@ -21,10 +20,10 @@ __all__ = ["check_image", "label_one_at_a_time", "probe_image"]
 def probe_image(data: bytes) -> tuple[int, int, str]:
     """Width, height and format name (``"PNG"``, ``"JPEG"``, ...) read from the header only."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            return image.width, image.height, image.format or "UNKNOWN"
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        header = read_header(data)
+    except ImageError as exc:
         raise Rejected("the bytes are not an image in a format that can be identified") from exc
+    return header.width, header.height, header.format
 
 
 def check_image(data: bytes, limits: ImageLimits, max_pixels: int | None = None) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional
+
+from apiwrap.imaging import decode_rgb8
 
 __all__ = [
     "FORBIDDEN_TRAINING_FOLDERS",
@@ -57,8 +58,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def load_image(path: str | Path) -> torch.Tensor:
     """One RGB image as a float32 (3, H, W) tensor in [0, 1]."""
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    array = np.asarray(decode_rgb8(Path(path), name=str(path)), dtype=np.uint8)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 

@@ -9,15 +9,14 @@ so the top-1 label survives every wire format unchanged.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from apiwrap.denoisers.classifiers import imagenet_class_names, load_classifier
+from apiwrap.imaging import decode_rgb8
 
 __all__ = ["Classify", "ImageModel", "decode_rgb"]
 
@@ -29,8 +28,7 @@ _SCORE_DECIMALS = 6
 
 def decode_rgb(data: bytes) -> torch.Tensor:
     """Decode PNG/JPEG/... bytes to a float (3, H, W) tensor in [0, 1] at the image's own size."""
-    with Image.open(io.BytesIO(data)) as image:
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    array = np.asarray(decode_rgb8(data), dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1)
 
 

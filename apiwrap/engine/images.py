@@ -1,26 +1,24 @@
-"""Reading user images and encoding noisy samples.
+"""Images as a job certifies them: found, checked against the vendor's limits, decoded, resized.
 
-Input: PNG, JPEG or WebP files of any mode (grayscale, palette, alpha, 16-bit, CMYK) are
-converted to 8-bit RGB; a corrupt, truncated, empty or oversized file raises
-:class:`ImageError` naming the file and the problem, so a batch can skip that one image.
-
-Output: samples are quantised to 8 bits and encoded as lossless PNG with fixed settings,
-so the same pixels always give the same bytes (the journal records their digest).
+Decoding and encoding are :mod:`apiwrap.imaging`'s (one place for every package): a corrupt,
+truncated, empty or oversized file raises :class:`ImageError` naming the file and the
+problem, so a batch can skip that one image. Samples are quantised to 8 bits and encoded as
+lossless PNG with fixed settings, so the same pixels always give the same bytes (the journal
+records their digest).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from apiwrap.adapters.base import ImageLimits
 from apiwrap.errors import ImageError
+from apiwrap.imaging import MAX_PIXELS, SUPPORTED_FORMATS, decode_rgb8, encode_png, read_header
 
 __all__ = [
     "DECODE_BYTES_PER_PIXEL",
@@ -35,9 +33,6 @@ __all__ = [
     "to_uint8",
 ]
 
-SUPPORTED_FORMATS = frozenset({"PNG", "JPEG", "WEBP"})
-#: Images above this many pixels are refused before decoding (decompression bombs).
-MAX_PIXELS = 40_000_000
 #: Peak memory of decoding (and resizing) one source image, per source pixel: the bound
 #: docs/reliability.md states and tests/test_reliability.py measures (288 MB for 24 MP).
 DECODE_BYTES_PER_PIXEL = 12
@@ -72,20 +67,6 @@ def find_images(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
-        # 16-bit and 32-bit integer grayscale: scale to 8 bits rather than clip.
-        array = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(np.rint(array / peak * 255.0), 0, 255).astype(np.uint8))
-    if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-        # Composite transparency onto white, as vendors' decoders commonly do.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
-
-
 def _resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` and centre-crop a square (like ImageNet eval)."""
     return ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
@@ -94,36 +75,7 @@ def _resize_and_crop(image: Image.Image, size: int) -> Image.Image:
 def load_image(source: Path | bytes, *, name: str | None = None, size: int | None = None) -> SourceImage:
     """Decode, validate and convert one image; raises :class:`ImageError` on any problem."""
     label = name or (str(source) if isinstance(source, Path) else "<upload>")
-    try:
-        data = source.read_bytes() if isinstance(source, Path) else source
-    except OSError as exc:
-        raise ImageError(f"{label}: cannot read file ({exc.strerror or exc})") from exc
-    if not data:
-        raise ImageError(f"{label}: file is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:
-                if opened.format not in SUPPORTED_FORMATS:
-                    raise ImageError(
-                        f"{label}: format {opened.format} is not supported; use PNG, JPEG or WebP"
-                    )
-                width, height = opened.size
-                if width * height > MAX_PIXELS:
-                    raise ImageError(
-                        f"{label}: {width}x{height} pixels exceeds the limit of {MAX_PIXELS:,} "
-                        "(possible decompression bomb)"
-                    )
-                opened.load()
-                image = _to_rgb(opened)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"{label}: image is too large to decode safely ({exc})") from exc
-    except UnidentifiedImageError as exc:
-        raise ImageError(f"{label}: not a readable image (corrupt or unknown format)") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{label}: image data is corrupt or truncated ({exc})") from exc
+    image = decode_rgb8(source, name=label)
     original = image.size
     if size is not None:
         image = _resize_and_crop(image, size)
@@ -150,10 +102,10 @@ def check_vendor_limits(
     is decoded whose samples are larger than the vendor takes (--size makes them smaller).
     """
     try:
-        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as opened:
-            width, height = opened.size
-    except (OSError, UnidentifiedImageError, ValueError):
+        header = read_header(source, name=name)
+    except ImageError:
         return  # load_image names what is wrong with an unreadable file
+    width, height = header.width, header.height
     sent_width, sent_height = (size, size) if size is not None else (width, height)
     given = f"{width}x{height}" + (f" (sent as {size}x{size} with --size)" if size is not None else "")
     if min(sent_width, sent_height) < limits.min_side:
@@ -176,10 +128,3 @@ def check_vendor_limits(
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Clip to [0, 1] and round to 8 bits (part of the base classifier, so deterministic)."""
     return np.rint(np.clip(images, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def encode_png(pixels: np.ndarray) -> bytes:
-    """Lossless PNG of an (H, W, 3) uint8 array with fixed settings (same pixels, same bytes)."""
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1, optimize=False)
-    return buffer.getvalue()

@@ -23,6 +23,7 @@ from PIL import Image
 
 from apiwrap.engine.images import SourceImage, load_image, to_uint8
 from apiwrap.errors import ApiwrapError
+from apiwrap.imaging import decode_rgb8
 from apiwrap.reports._job import ImageRecord, JobRecord
 from apiwrap.statistics.votes import CLEAN_SAMPLE, QueryRecord
 
@@ -132,7 +133,7 @@ def gather_evidence(
     sent = asyncio.run(_regenerate(job, denoise, loaded, wanted))
     for image_id, votes in wanted.items():
         for vote, (data, digest) in zip(votes, sent[image_id], strict=True):
-            pixels = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+            pixels = np.asarray(decode_rgb8(data))
             evidence[image_id].copies.append(
                 NoisyCopy(vote.sample_index, vote.label, preview(pixels), digest == vote.bytes_digest)
             )

@@ -9,15 +9,15 @@ names are kept as labels; they never reach a path.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from apiwrap.engine.images import SUPPORTED_FORMATS, load_image
+from apiwrap.engine.images import load_image
+from apiwrap.errors import ImageError
+from apiwrap.imaging import SUPPORTED_FORMATS, read_header
 from apiwrap.service._errors import InvalidRequest, UnsupportedImage
 
 __all__ = ["IMAGE_MEDIA_TYPES", "Upload", "check_image", "read_upload"]
@@ -71,16 +71,12 @@ def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) ->
     if not data:
         raise InvalidRequest(f"{name}: the image is empty")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as opened:  # reads the header only
-                image_format, (width, height) = opened.format, opened.size
-    except UnidentifiedImageError:
-        raise UnsupportedImage(f"{name}: not a PNG, JPEG or WebP image") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InvalidRequest(f"{name}: too many pixels (limit {max_pixels:,})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise InvalidRequest(f"{name}: corrupt image header ({exc})") from None
+        header = read_header(data, name=name)
+    except ImageError as exc:
+        if isinstance(exc.__cause__, UnidentifiedImageError):
+            raise UnsupportedImage(f"{name}: not a PNG, JPEG or WebP image") from None
+        raise InvalidRequest(str(exc)) from None
+    image_format, width, height = header.format, header.width, header.height
     if image_format not in SUPPORTED_FORMATS:
         raise UnsupportedImage(f"{name}: format {image_format} is not supported; use PNG, JPEG or WebP")
     if width * height > max_pixels:
