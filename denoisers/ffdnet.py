@@ -13,12 +13,21 @@ package's Python loops that (un)fold the pixels use the same channel order as
 ``torch.nn.functional.pixel_(un)shuffle`` (channel ``4 c + 2 i + j`` holds colour ``c`` at
 offset ``(i, j)``), so the weights apply unchanged. Batch norm is folded into the preceding
 convolutions when the weights are loaded: inference is one plain conv+ReLU stack.
+
+Inference can run in ONNX Runtime (`FFDNet.use_onnxruntime`, on when `load_denoiser` finds
+the `onnxruntime` package): on this project's CPUs it needs about half the CPU time of
+PyTorch's kernels for the same network. Its outputs differ from PyTorch's by about 1e-6,
+the same order as PyTorch's own differences between thread counts or CPUs.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import threading
+import warnings
 from importlib import resources
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,6 +83,37 @@ class FFDNet(nn.Module):
             layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=True), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(channels, packed, 3, padding=1, bias=False))
         self.body = nn.Sequential(*layers)
+        self._session: Any = None
+        self._session_lock = threading.Lock()
+
+    def use_onnxruntime(self, threads: int | None = None) -> None:
+        """Runs inference (no gradients, CPU float32) in ONNX Runtime from now on; training and
+        every call that needs gradients keep the PyTorch network. Freeze the weights first: the
+        exported graph is a copy of them."""
+        import onnxruntime
+
+        buffer = io.BytesIO()
+        example = torch.zeros(1, self.image_channels, 32, 32)
+        with self._session_lock:
+            self._session = None  # export the PyTorch path
+            # the tracer warns that the odd-size padding test becomes a constant: it does not
+            # matter, the ONNX Runtime path pads before calling the graph
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                torch.onnx.export(
+                    self,
+                    (example,),
+                    buffer,
+                    input_names=["noisy"],
+                    output_names=["denoised"],
+                    dynamic_axes={"noisy": {0: "batch", 2: "height", 3: "width"}},
+                    dynamo=False,
+                )
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads or torch.get_num_threads()
+            self._session = onnxruntime.InferenceSession(
+                buffer.getvalue(), options, providers=["CPUExecutionProvider"]
+            )
 
     def extra_repr(self) -> str:
         return f"noise_level={float(self.noise_level):g}"
@@ -83,6 +123,16 @@ class FFDNet(nn.Module):
         pad_h, pad_w = height % 2, width % 2
         if pad_h or pad_w:
             noisy = functional.pad(noisy, (0, pad_w, 0, pad_h), mode="reflect")
+        session = self._session
+        if (
+            session is not None
+            and not torch.is_grad_enabled()
+            and noisy.device.type == "cpu"
+            and noisy.dtype == torch.float32
+        ):
+            # the graph was exported from even-sized inputs: padding stays out here
+            denoised = session.run(None, {"noisy": noisy.contiguous().numpy()})[0]
+            return torch.from_numpy(denoised)[..., :height, :width]
         packed = functional.pixel_unshuffle(noisy, 2)
         batch, _, half_h, half_w = packed.shape
         noise_map = self.noise_level.to(packed.dtype).expand(batch, self.image_channels, half_h, half_w)

@@ -144,3 +144,23 @@ def test_fine_tune_of_the_last_layers_round_trips_as_a_checkpoint(tmp_path: Path
     assert float(reloaded.network.noise_level) == pytest.approx(0.25)
     with pytest.raises(ValueError, match=r"trained for sigma=0\.25"):
         load_denoiser(str(again), 0.12)
+
+
+@needs_ffdnet
+def test_onnxruntime_inference_matches_pytorch() -> None:
+    pytest.importorskip("onnxruntime", reason="onnxruntime (part of the [ffdnet] extra) is not installed")
+    pytest.importorskip("onnx", reason="onnx (part of the [ffdnet] extra) is not installed")
+    denoiser = load_denoiser("ffdnet", 0.25, device="cpu")
+    assert denoiser.metadata["inference_runtime"] == "onnxruntime"
+    reference = load_pretrained_ffdnet(0.25)
+    for height, width in [(64, 48), (37, 51)]:  # one odd size: the padding stays outside the graph
+        noisy = _noisy_image(height, width, 0.25)
+        with torch.inference_mode():
+            expected = reference(noisy)
+            ours = denoiser.network(noisy)
+        assert ours.shape == expected.shape
+        assert torch.allclose(ours, expected, atol=1e-4), float((ours - expected).abs().max())
+    # calls that need gradients (training) take the PyTorch path
+    noisy = _noisy_image(32, 32, 0.25).requires_grad_()
+    denoiser.network(noisy).sum().backward()
+    assert noisy.grad is not None and noisy.grad.abs().sum() > 0
