@@ -96,10 +96,12 @@ class FFDNet(nn.Module):
         example = torch.zeros(1, self.image_channels, 32, 32)
         with self._session_lock:
             self._session = None  # export the PyTorch path
-            # the tracer warns that the odd-size padding test becomes a constant: it does not
-            # matter, the ONNX Runtime path pads before calling the graph
+            # the tracer warns that the odd-size padding test becomes a constant (harmless: the
+            # ONNX Runtime path pads before calling the graph); the TorchScript exporter is
+            # deprecated but needs neither onnxscript nor export-time shape constraints
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
                 torch.onnx.export(
                     self,
                     (example,),
