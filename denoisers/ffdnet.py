@@ -113,6 +113,9 @@ class FFDNet(nn.Module):
                 )
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
+            # idle threads sleep instead of spinning: the vendor's classifier and the engine
+            # share the same cores, and spinning threads burn the CPU time they need
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = onnxruntime.InferenceSession(
                 buffer.getvalue(), options, providers=["CPUExecutionProvider"]
             )
