@@ -8,6 +8,8 @@ training sees the unclipped output and gets gradients everywhere.
   batch norm, residual output x - net(x).
 - `memnet`: MemNet (Tai et al. 2017), persistent memory blocks of recursive residual units
   with 1x1 gate convolutions and multi-supervised reconstruction; small default config.
+- `ffdnet`: FFDNet's colour network (`apiwrap.denoisers.ffdnet`), batch norm folded; its
+  pretrained weights come from the optional GPL-3.0 package `ffdnet`.
 - `fast`: a CPU-efficient design. A pixel unshuffle by 2 (as in FFDNet) folds each 2x2
   patch into channels, so the convolutional body runs on a quarter of the pixels; a
   second, stride-2 stage at a quarter resolution widens the receptive field cheaply; the
@@ -23,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from apiwrap.denoisers.ffdnet import FFDNet
 from apiwrap.errors import ConfigurationError
 
 __all__ = ["ARCHITECTURES", "DnCNN", "FastDenoiser", "MemNet", "create_architecture"]
@@ -175,6 +178,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "dncnn": DnCNN,
     "dncnn-wide": lambda **kwargs: DnCNN(**{"channels": 128, **kwargs}),
     "memnet": MemNet,
+    "ffdnet": FFDNet,
 }
 
 

@@ -3,12 +3,17 @@
 A checkpoint is two files side by side: `<name>.pt`, the network's state dict, and
 `<name>.json`, its metadata record (architecture and its kwargs, sigma, objective,
 surrogates, training data, steps, PSNR on CBSD68, date).
+
+"ffdnet" is not a checkpoint here: its weights come from the optional, GPL-3.0 `ffdnet`
+package, it is listed only when that package is installed, and it runs at any sigma up
+to 75/255 (its noise-level map is set to the requested sigma).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +21,18 @@ import torch
 from torch import nn
 
 from apiwrap.denoisers.architectures import create_architecture
-from apiwrap.errors import ConfigurationError
+from apiwrap.denoisers.ffdnet import (
+    FFDNET_EXTRA_HINT,
+    FFDNET_MAX_SIGMA,
+    FFDNet,
+    ffdnet_installed,
+    load_pretrained_ffdnet,
+)
+from apiwrap.errors import ConfigurationError, MissingExtra
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "FFDNET_NAME",
     "IDENTITY_NAME",
     "Denoiser",
     "available_denoisers",
@@ -30,6 +43,7 @@ __all__ = [
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 IDENTITY_NAME = "none"
+FFDNET_NAME = "ffdnet"
 _SIGMA_TOLERANCE = 1e-6
 
 
@@ -112,10 +126,55 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return network.eval(), metadata
 
 
+def _needs_ffdnet_extra(metadata: dict[str, Any]) -> bool:
+    # FFDNet checkpoints are fine-tunes of the GPL-3.0 weights: they come with the extra
+    return metadata.get("architecture") == FFDNET_NAME
+
+
 def available_denoisers() -> list[str]:
-    """Names accepted by `load_denoiser`: "none" and every checkpoint shipped in the package."""
-    shipped = sorted(path.stem for path in CHECKPOINT_DIR.glob("*.json") if path.with_suffix(".pt").is_file())
-    return [IDENTITY_NAME, *shipped]
+    """Names accepted by `load_denoiser`: "none", every checkpoint shipped in the package, and
+    "ffdnet" with its fine-tunes when its optional package is installed."""
+    with_extra = ffdnet_installed()
+    shipped = {
+        path.stem
+        for path in CHECKPOINT_DIR.glob("*.json")
+        if path.with_suffix(".pt").is_file()
+        and (with_extra or not _needs_ffdnet_extra(json.loads(path.read_text())))
+    }
+    if with_extra:
+        shipped.add(FFDNET_NAME)
+    return [IDENTITY_NAME, *sorted(shipped)]
+
+
+def _pretrained_ffdnet(sigma: float, *, force: bool, device: str | None) -> Denoiser:
+    if sigma > FFDNET_MAX_SIGMA + _SIGMA_TOLERANCE and not force:
+        raise ValueError(
+            f"ffdnet was trained for sigma up to {FFDNET_MAX_SIGMA:.3f} (75/255) but sigma={sigma:g} was "
+            "requested; pick a denoiser trained at that sigma or pass force=True (--force-denoiser)"
+        )
+    metadata = {
+        "name": FFDNET_NAME,
+        "architecture": FFDNET_NAME,
+        "architecture_kwargs": {"noise_level": sigma},
+        "sigma": sigma,
+        "weights": "IPOL FFDNet colour model (the ffdnet package's ffdnet_weights_rgb.pth), BN folded",
+        "license": "GPL-3.0",
+    }
+    denoiser = Denoiser(
+        load_pretrained_ffdnet(sigma), name=FFDNET_NAME, sigma=sigma, metadata=metadata, device=device
+    )
+    return _with_fastest_runtime(denoiser)
+
+
+def _with_fastest_runtime(denoiser: Denoiser) -> Denoiser:
+    """FFDNet on a CPU runs in ONNX Runtime when it (and onnx, for the export) is installed:
+    about half the CPU time of PyTorch's kernels."""
+    network = denoiser.network
+    runtime_installed = find_spec("onnxruntime") is not None and find_spec("onnx") is not None
+    if isinstance(network, FFDNet) and denoiser.device.type == "cpu" and runtime_installed:
+        network.use_onnxruntime()
+        denoiser.metadata["inference_runtime"] = "onnxruntime"
+    return denoiser
 
 
 def load_denoiser(
@@ -123,12 +182,15 @@ def load_denoiser(
 ) -> Denoiser:
     """A denoiser by shipped name (see `available_denoisers`) or checkpoint path.
 
-    "none" gives the identity. A checkpoint trained for a different sigma is refused (a
-    denoiser trained at one noise level is poor at another and would silently weaken every
-    certificate) unless `force` is true.
+    "none" gives the identity; "ffdnet" the pretrained FFDNet with its noise map at `sigma`
+    (raises `MissingExtra`, naming the extra, without the `ffdnet` package). A checkpoint
+    trained for a different sigma is refused (a denoiser trained at one noise level is poor at
+    another and would silently weaken every certificate) unless `force` is true.
     """
     if name_or_path == IDENTITY_NAME:
         return Denoiser(None, name=IDENTITY_NAME, sigma=None, device=device)
+    if name_or_path == FFDNET_NAME:
+        return _pretrained_ffdnet(sigma, force=force, device=device)
     shipped = CHECKPOINT_DIR / f"{name_or_path}.pt"
     candidate = Path(name_or_path)
     if shipped.is_file():
@@ -141,12 +203,18 @@ def load_denoiser(
             f"available: {', '.join(available_denoisers())}"
         )
     network, metadata = load_checkpoint(path)
+    if _needs_ffdnet_extra(metadata) and not ffdnet_installed():
+        raise MissingExtra(
+            f"denoiser {name_or_path!r} is a fine-tune of the GPL-3.0 FFDNet weights and comes with the "
+            f"optional extra: {FFDNET_EXTRA_HINT}"
+        )
     trained_sigma = float(metadata["sigma"])
     if not math.isclose(trained_sigma, sigma, abs_tol=_SIGMA_TOLERANCE) and not force:
         raise ConfigurationError(
             f"denoiser {name_or_path!r} was trained for sigma={trained_sigma:g} but sigma={sigma:g} was "
             f"requested; pick a denoiser trained at sigma={sigma:g} or pass force=True (--force-denoiser)"
         )
-    return Denoiser(
-        network, name=metadata.get("name", path.stem), sigma=trained_sigma, metadata=metadata, device=device
+    name = metadata.get("name", path.stem)
+    return _with_fastest_runtime(
+        Denoiser(network, name=name, sigma=trained_sigma, metadata=metadata, device=device)
     )

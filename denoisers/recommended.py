@@ -21,8 +21,8 @@ AUTO = "auto"
 SIGMAS = (0.12, 0.25, 0.5)
 
 PREFERENCE: dict[float, tuple[str, ...]] = {
-    0.12: (IDENTITY_NAME,),
-    0.25: ("ffdnet", "fast-stab-s025"),
+    0.12: ("ffdnet", IDENTITY_NAME),
+    0.25: ("ffdnet-stab-s025", "ffdnet", "fast-stab-s025"),
     0.5: ("fast-mse-s050",),
 }
 

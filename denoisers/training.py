@@ -3,8 +3,10 @@
 - `mse`: mean squared error between D(x + delta) and x.
 - `stab`: cross-entropy of a frozen classifier F on D(x + delta) against argmax F(x), from a
   random initialisation.
-- `stab+mse`: an MSE-trained denoiser (`init_from`) fine-tuned with the stab loss, plus
-  `mse_weight` x MSE (0 by default, as in the seed).
+- `stab+mse`: an MSE-trained denoiser (`init_from`: a checkpoint, or "ffdnet" for the
+  pretrained FFDNet at the run's sigma) fine-tuned with the stab loss, plus `mse_weight` x MSE
+  (0 by default, as in the seed); `trainable_last_layers` limits it to the network's last
+  layers.
 
 Classifiers: black-box mode cycles through one or several frozen surrogates, one per
 batch; white-box mode uses the target classifier itself. Training data are seeded random
@@ -33,6 +35,7 @@ from apiwrap.denoisers.classifiers import load_classifier
 from apiwrap.denoisers.data import RandomCropSampler, ensure_not_evaluation_set, load_images
 from apiwrap.denoisers.denoiser import Denoiser, load_checkpoint, save_checkpoint
 from apiwrap.denoisers.evaluation import evaluate_folder, psnr
+from apiwrap.denoisers.ffdnet import load_pretrained_ffdnet
 
 __all__ = [
     "DEFAULT_EVAL_DATA",
@@ -74,6 +77,7 @@ class TrainingConfig:
     mse_weight: float = 0.0
     confidence_weighting: bool = False
     surrogate_rescale: float = 0.0
+    trainable_last_layers: int | None = None
     checkpoint_every: int = 100
     resume: bool = True
     seed: int = 0
@@ -93,6 +97,8 @@ class TrainingConfig:
             raise ValueError(f"objective {self.objective} needs surrogate classifiers or a white-box target")
         if not 0.0 <= self.surrogate_rescale < 1.0:
             raise ValueError(f"surrogate_rescale is a fraction in [0, 1), got {self.surrogate_rescale}")
+        if self.trainable_last_layers is not None and self.trainable_last_layers < 1:
+            raise ValueError(f"trainable_last_layers must be at least 1, got {self.trainable_last_layers}")
         if not 0.0 < self.sigma <= 1.0:
             raise ValueError(f"sigma is in [0, 1] pixel units, got {self.sigma}")
         ensure_not_evaluation_set(self.data)
@@ -131,7 +137,13 @@ class TrainingConfig:
 def _initial_network(config: TrainingConfig) -> tuple[nn.Module, dict[str, Any] | None]:
     if config.init_from is None:
         return create_architecture(config.architecture, **config.architecture_kwargs), None
-    from apiwrap.denoisers.denoiser import CHECKPOINT_DIR
+    from apiwrap.denoisers.denoiser import CHECKPOINT_DIR, FFDNET_NAME
+
+    if config.init_from == FFDNET_NAME:
+        config.architecture = FFDNET_NAME
+        config.architecture_kwargs = {"noise_level": config.sigma}
+        parent = {"name": FFDNET_NAME, "objective": "pretrained (IPOL FFDNet colour weights)", "steps": None}
+        return load_pretrained_ffdnet(config.sigma).train(), parent
 
     shipped = CHECKPOINT_DIR / f"{config.init_from}.pt"
     network, parent = load_checkpoint(shipped if shipped.is_file() else config.init_from)
@@ -139,6 +151,19 @@ def _initial_network(config: TrainingConfig) -> tuple[nn.Module, dict[str, Any] 
     config.architecture = parent["architecture"]
     config.architecture_kwargs = parent.get("architecture_kwargs", {})
     return network.train(), parent
+
+
+def _freeze_all_but_last_layers(network: nn.Module, count: int) -> list[nn.Parameter]:
+    """Freezes every layer but the last `count` layers that have parameters; returns the rest."""
+    layers = [module for module in network.modules() if list(module.parameters(recurse=False))]
+    if count > len(layers):
+        raise ValueError(f"the network has {len(layers)} layers with parameters, fewer than {count}")
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    trainable = [parameter for layer in layers[-count:] for parameter in layer.parameters(recurse=False)]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    return trainable
 
 
 def build_loss(
@@ -205,6 +230,7 @@ def _metadata(
         "mse_weight": config.mse_weight if config.objective != "mse" else None,
         "confidence_weighting": config.confidence_weighting if config.objective != "mse" else None,
         "surrogate_rescale": config.surrogate_rescale if config.objective != "mse" else None,
+        "trainable_last_layers": config.trainable_last_layers,
         "init_from": (
             {"name": parent.get("name"), "objective": parent.get("objective"), "steps": parent.get("steps")}
             if parent
@@ -229,7 +255,12 @@ def train_denoiser(config: TrainingConfig, *, show_progress: bool = True) -> dic
     network = network.to(device, memory_format=torch.channels_last).train()
     classifiers = [load_classifier(name).to(device) for name in config.classifier_names]
     loss_function = build_loss(config, classifiers)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    trainable = (
+        _freeze_all_but_last_layers(network, config.trainable_last_layers)
+        if config.trainable_last_layers
+        else list(network.parameters())
+    )
+    optimizer = torch.optim.Adam(trainable, lr=config.lr)
 
     def learning_rate_factor(step: int) -> float:
         # cosine decay to 1% of the initial rate: short CPU runs end on small, precise steps

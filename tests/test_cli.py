@@ -9,6 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from apiwrap.cli import app
+from apiwrap.denoisers import recommended_denoiser
 
 SAMPLE = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.png"))[0]
 runner = CliRunner()
@@ -37,7 +38,7 @@ def test_certify_prints_lines_summary_and_writes_jsonl(tmp_path: Path) -> None:
     # the default candidate is the vendor's clean label: no selection query is bought
     assert good["queries"] == 1 + 6
     assert good["reference_label"] and good["candidate"] == good["reference_label"]
-    assert "denoiser fast-stab-s025" in result.output  # --denoiser auto at sigma 0.25, named
+    assert f"denoiser {recommended_denoiser(0.25)}" in result.output  # --denoiser auto, named
 
     replayed = runner.invoke(app, ["replay", "cli", "--runs-dir", str(tmp_path / "runs")])
     assert replayed.exit_code == 0, replayed.output

@@ -29,6 +29,7 @@ TINY_KWARGS = {
     "dncnn": {"depth": 4, "channels": 8},
     "dncnn-wide": {"depth": 4},
     "memnet": {"channels": 8, "num_memblocks": 2, "num_resblocks": 2},
+    "ffdnet": {"channels": 8, "depth": 4},
 }
 
 
