@@ -2,7 +2,7 @@
 
 Prints achieved queries per second as a ratio of the bound
 min(TPS, concurrency / latency, sample-preparation throughput), and the engine's CPU time
-per query, with no denoiser and with the default CPU denoiser.
+per query, with no denoiser, the Apache-licensed CPU denoiser and the default one (--denoiser auto).
 
     python -m bench.pipeline [--tps 50] [--latency-ms 100] [--concurrency 16] [--queries 1000]
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from apiwrap.adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
+from apiwrap.denoisers import recommended_denoiser
 from apiwrap.engine.images import find_images, load_image
 from apiwrap.engine.jobs import JobSpec, load_denoise, run_job
 from apiwrap.engine.samples import SamplePreparer
@@ -129,7 +130,9 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--denoisers", nargs="+", default=["none", "fast-stab-s025"])
+    parser.add_argument(
+        "--denoisers", nargs="+", default=["none", "fast-stab-s025", recommended_denoiser(0.25)]
+    )
     args = parser.parse_args()
     print(f"fake vendor: {args.latency_ms:g} ms latency, {args.tps:g} TPS; concurrency {args.concurrency}")
     columns = ("denoiser", "queries", "seconds", "q/s", "bound", "ratio", "prep/s", "CPU ms/q", "throttled")

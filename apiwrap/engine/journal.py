@@ -11,6 +11,7 @@ Credentials never reach this file: adapters keep them out of raw answers and err
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -170,6 +171,17 @@ class Journal:
             (image_id, sample_index, bytes_digest, time.time(), cost_micro_usd),
         )
         return int(cursor.lastrowid or 0)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Writes that land together or not at all: a process killed inside leaves none of them."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def attempt_finished(self, attempt_id: int, outcome: str, billed: bool, cost_micro_usd: int) -> None:
         self._db.execute(

@@ -261,25 +261,30 @@ class QueryScheduler:
             outcome = "ok" if isinstance(result, VendorAnswer) else result.outcome
             billed = self._price.bills(outcome)
             self._budget.settle(reservation, billed=billed)
-            self._journal.attempt_finished(attempt_id, outcome, billed, self._price.micro_usd_per_image)
-            if isinstance(result, VendorAnswer):
-                self._commit(
-                    query,
-                    QueryRecord(query.sample_index, query.digest, result.top1, "ok", result.model_version),
-                    raw=result.raw,
-                    error=None,
-                )
-            elif isinstance(result, AuthError):
-                # Not a vote (nothing was judged) and nothing else can succeed either.
-                self.aborted = JobAborted(f"{self.adapter.name}: {result}")
-                _reject(query, self.aborted)
-            elif result.retryable:
-                if isinstance(result, Throttled):
-                    self.stats["throttled"] += 1
-                query.last_error = result
-                retry.append(query)
-            else:
-                self._fail(query, result)
+            # The attempt's outcome and a final vote land in one transaction: a kill between
+            # them would leave an answer paid for but not counted, which a resume sends again.
+            with self._journal.transaction():
+                self._journal.attempt_finished(attempt_id, outcome, billed, self._price.micro_usd_per_image)
+                if isinstance(result, VendorAnswer):
+                    self._commit(
+                        query,
+                        QueryRecord(
+                            query.sample_index, query.digest, result.top1, "ok", result.model_version
+                        ),
+                        raw=result.raw,
+                        error=None,
+                    )
+                elif isinstance(result, AuthError):
+                    # Not a vote (nothing was judged) and nothing else can succeed either.
+                    self.aborted = JobAborted(f"{self.adapter.name}: {result}")
+                    _reject(query, self.aborted)
+                elif result.retryable:
+                    if isinstance(result, Throttled):
+                        self.stats["throttled"] += 1
+                    query.last_error = result
+                    retry.append(query)
+                else:
+                    self._fail(query, result)
         return retry
 
     async def _send(self, images: list[bytes]) -> list[VendorAnswer | VendorError]:
