@@ -1,21 +1,23 @@
 """Certifying from Python: :class:`Certifier` (async) and :func:`certify` / :func:`predict` (blocking).
 
-Each call is one job of the engine (:func:`apiwrap.engine.jobs.run_job`), with the command
-line's defaults, its journal and its resume: the same ``job`` name in the same ``runs_dir``
-resumes without re-buying any answered query. Images may be paths (folders are searched as
-on the command line), encoded bytes, PIL images or ``HxWx3`` arrays (``uint8``, or floats in
-``[0, 1]``); in-memory images are encoded once to PNG and certified as those 8-bit pixels.
+Each call is one job of the engine (:func:`apiwrap.engine.jobs.run_job`), its settings resolved
+exactly as the command line and the service resolve theirs
+(:func:`apiwrap.engine.settings.resolve_settings`: the same defaults, the recommended denoiser,
+the design and sigma inferred the same way), with a journal and a resume: the same ``job`` name
+in the same ``runs_dir`` resumes without re-buying any answered query. Images may be paths
+(folders are searched as on the command line), encoded bytes, PIL images or ``HxWx3`` arrays
+(``uint8``, or floats in ``[0, 1]``); in-memory images are encoded once to PNG and certified as
+those 8-bit pixels.
 
     import apiwrap
 
-    job = apiwrap.certify("samples/ILSVRC2012_val_00006696.png", n0=10, n=20, job="demo")
-    print(job.results[0].label, job.results[0].radius, job.spent_usd)
+    job = apiwrap.certify("samples/ILSVRC2012_val_00006696.png", n=20, job="demo")
+    print(job.settings.denoiser, job.results[0].label, job.results[0].radius, job.spent_usd)
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import io
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -24,25 +26,32 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from apiwrap.adapters import Adapter, VendorAnswer, VendorError, create_adapter
-from apiwrap.budgets import PriceTable, parse_usd
+from apiwrap.budgets import PriceTable
 from apiwrap.engine.images import encode_png, find_images, to_uint8
-from apiwrap.engine.jobs import JobSpec, run_job
-from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+from apiwrap.engine.jobs import run_job
+from apiwrap.engine.settings import (
+    CertificationOptions,
+    ConnectionOptions,
+    JobOptions,
+    job_spec,
+    parse_options,
+    resolve_settings,
+    settings_options,
+)
 from apiwrap.errors import ConfigurationError, ImageError
-from apiwrap.statistics.procedures import CertificationSettings, ImageResult, Mode, Selection
+from apiwrap.statistics.procedures import ImageResult
+from apiwrap.statistics.settings import CertificationSettings, Mode
 
 __all__ = [
     "Certifier",
-    "CertifyOptions",
     "ImageInput",
     "JobResult",
-    "PredictOptions",
     "certify",
     "predict",
 ]
@@ -56,34 +65,13 @@ Money = Decimal | str | int | float
 _T = TypeVar("_T")
 
 
-class PredictOptions(TypedDict, total=False):
-    """Settings of a prediction, defaults as on the command line (``apiwrap predict --help``)."""
-
-    sigma: float
-    n: int
-    alpha: float
-    seed: int
-    denoiser: str
-    size: int | None
-
-
-class CertifyOptions(PredictOptions, total=False):
-    """Settings of a certification, defaults as on the command line (``apiwrap certify --help``).
-
-    ``target_radius`` or ``max_queries`` choose a sequential design, as on the command line.
-    """
-
-    n0: int
-    target_radius: float | None
-    max_queries: int | None
-    selection: Selection
-
-
 @dataclass(frozen=True, slots=True)
 class JobResult:
     """What one job gave: a result per image, in the order given, and what it cost."""
 
     job: str
+    #: The settings the job ran with, every default and rule applied (what its journal binds).
+    settings: CertificationSettings
     results: list[ImageResult]
     journal: Path
     #: Money and billable queries the job has spent, earlier runs of a resumed job included.
@@ -120,7 +108,8 @@ class Certifier:
     :class:`~apiwrap.adapters.Adapter` interface, which stays open: its owner closes it.
     ``emulate=True`` starts the named vendor's wire-protocol emulator on 127.0.0.1 for the
     life of the certifier. The remaining arguments are the command line's rate and retry
-    options, and ``prices`` a price file or table.
+    options (checked as there: a bad value raises :class:`~apiwrap.engine.settings.SettingsError`),
+    and ``prices`` a price file or table.
     """
 
     def __init__(
@@ -151,8 +140,9 @@ class Certifier:
         self._emulate = emulate
         self._prices = prices if isinstance(prices, PriceTable) or prices is None else PriceTable.load(prices)
         self._runs_dir = Path(runs_dir)
-        self._limits = VendorLimits(requests_per_second=tps, concurrency=concurrency)
-        self._retry = RetryPolicy(max_attempts=max_attempts)
+        self._connection = parse_options(
+            ConnectionOptions, {"tps": tps, "concurrency": concurrency, "max_attempts": max_attempts}
+        )
         self._adapter: Adapter | None = None
         self._stack = AsyncExitStack()
 
@@ -196,17 +186,19 @@ class Certifier:
         allocate: bool = True,
         force_denoiser: bool = False,
         on_query: Callable[[], None] | None = None,
-        **options: Unpack[CertifyOptions],
+        **options: Any,
     ) -> JobResult:
         """Certify each image's label with an L2 radius, or abstain (``apiwrap certify``).
 
-        Settings come as keyword arguments or as ``settings``; ``max_usd`` and
-        ``max_job_queries`` cap the job's spend; ``allocate`` spends a sequential job's budget
-        on likely certificates first. ``job`` names the journal; the same name resumes.
+        Settings come as keyword arguments (:class:`~apiwrap.engine.settings.CertificationOptions`:
+        the command line's options and defaults) or as ``settings`` (a ``JobResult.settings``, to
+        run the same settings again); ``max_usd`` and ``max_job_queries`` cap the job's spend;
+        ``allocate`` spends a sequential job's budget on likely certificates first. ``job`` names
+        the journal; the same name resumes.
         """
-        chosen = _settings("certify", self.vendor, settings, dict(options))
-        budget = (max_usd, max_job_queries)
-        return await self._run(chosen, images, job, budget, allocate, force_denoiser, on_query)
+        chosen = _settings("certify", self.vendor, settings, options)
+        limits = {"max_usd": max_usd, "max_job_queries": max_job_queries, "allocate": allocate}
+        return await self._run(chosen, images, job, limits, force_denoiser, on_query)
 
     async def predict(
         self,
@@ -218,43 +210,33 @@ class Certifier:
         max_job_queries: int | None = None,
         force_denoiser: bool = False,
         on_query: Callable[[], None] | None = None,
-        **options: Unpack[PredictOptions],
+        **options: Any,
     ) -> JobResult:
         """The smoothed classifier's label for each image, or abstain (``apiwrap predict``)."""
-        chosen = _settings("predict", self.vendor, settings, dict(options))
-        budget = (max_usd, max_job_queries)
-        return await self._run(chosen, images, job, budget, True, force_denoiser, on_query)
+        chosen = _settings("predict", self.vendor, settings, options)
+        limits = {"max_usd": max_usd, "max_job_queries": max_job_queries}
+        return await self._run(chosen, images, job, limits, force_denoiser, on_query)
 
     async def _run(
         self,
         settings: CertificationSettings,
         images: Images,
         job: str | None,
-        budget: tuple[Money | None, int | None],
-        allocate: bool,
+        limits: dict[str, Any],
         force_denoiser: bool,
         on_query: Callable[[], None] | None,
     ) -> JobResult:
         if self._adapter is None:
             raise RuntimeError("use the certifier inside 'async with Certifier(...) as certifier:'")
+        run = parse_options(JobOptions, {"job": job, "force_denoiser": force_denoiser, **limits})
         named = _named_images(images)
-        max_usd, max_job_queries = budget
-        spec = JobSpec(
-            settings=settings,
-            job=job or datetime.datetime.now().strftime(f"{settings.mode}-%Y%m%d-%H%M%S-%f"),
-            runs_dir=self._runs_dir,
-            limits=self._limits,
-            retry=self._retry,
-            max_usd=parse_usd(max_usd) if max_usd is not None else None,
-            max_queries=max_job_queries,
-            force_denoiser=force_denoiser,
-            allocate=allocate,
-        )
+        spec = job_spec(settings, run, self._connection, runs_dir=self._runs_dir)
         report = await run_job(
             spec, named, on_query=on_query, adapter=_Borrowed(self._adapter), price_table=self._prices
         )
         return JobResult(
             job=spec.job,
+            settings=spec.settings,
             results=report.results,
             journal=report.journal,
             spent_usd=report.budget.spent.usd,
@@ -282,7 +264,7 @@ def certify(
     max_attempts: int = 6,
     allocate: bool = True,
     force_denoiser: bool = False,
-    **options: Unpack[CertifyOptions],
+    **options: Any,
 ) -> JobResult:
     """:meth:`Certifier.certify` for code with no event loop running (arguments as there and on Certifier)."""
 
@@ -327,7 +309,7 @@ def predict(
     tps: float | None = None,
     max_attempts: int = 6,
     force_denoiser: bool = False,
-    **options: Unpack[PredictOptions],
+    **options: Any,
 ) -> JobResult:
     """:meth:`Certifier.predict` for code with no event loop running (arguments as there and on Certifier)."""
 
@@ -372,9 +354,8 @@ def _run_blocking(name: str, main: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
 def _settings(
     mode: Mode, vendor: str, settings: CertificationSettings | None, options: dict[str, Any]
 ) -> CertificationSettings:
-    """The job's settings from ``settings`` or from keyword options, as the command line builds them."""
-    allowed = CertifyOptions.__optional_keys__ if mode == "certify" else PredictOptions.__optional_keys__
-    if unknown := sorted(options.keys() - allowed):
+    """The job's settings, resolved as every door resolves them, from keyword options or ``settings``."""
+    if unknown := sorted(options.keys() - CertificationOptions.model_fields.keys()):
         raise TypeError(f"{mode}() got unexpected keyword argument(s): {', '.join(unknown)}")
     if settings is not None:
         if options:
@@ -385,19 +366,9 @@ def _settings(
             raise ConfigurationError(
                 f"the settings name vendor {settings.vendor!r}; the certifier uses {vendor!r}"
             )
-        return settings
-    if options.get("max_queries") is None:
-        options.pop("max_queries", None)  # the design's default cap
-    design = (
-        "target"
-        if options.get("target_radius") is not None
-        else "best"
-        if "max_queries" in options
-        else "fixed"
-    )
-    if mode == "predict":
-        options["n0"] = 0  # PREDICT draws no selection samples
-    return CertificationSettings(vendor=vendor, mode=mode, design=design, **options)
+        # Checked by the same rules as keyword options; fields the procedure never reads are dropped.
+        options = settings_options(settings)
+    return resolve_settings(parse_options(CertificationOptions, options), vendor=vendor, mode=mode)
 
 
 def _named_images(images: Images) -> list[tuple[str, Path | bytes]]:

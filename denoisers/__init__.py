@@ -3,7 +3,8 @@
 The engine depends on exactly `__all__`: `load_denoiser(name_or_path, sigma)` returns a
 `Denoiser` that maps float32 (B, 3, H, W) noisy images to denoised ones in [0, 1];
 `available_denoisers()` lists the shipped names ("none" is the identity);
-`recommended_denoiser(sigma)` is the best installed one for a noise level (``--denoiser auto``).
+`recommended_denoiser(sigma)` is the best installed one for a noise level (what ``--denoiser auto``
+resolves to, in `apiwrap.engine.settings`).
 """
 
 from apiwrap.denoisers.architectures import ARCHITECTURES, create_architecture
@@ -14,11 +15,10 @@ from apiwrap.denoisers.denoiser import (
     load_denoiser,
     save_checkpoint,
 )
-from apiwrap.denoisers.recommended import AUTO, recommended_denoiser, recommended_sigma
+from apiwrap.denoisers.recommended import recommended_denoiser, recommended_sigma
 
 __all__ = [
     "ARCHITECTURES",
-    "AUTO",
     "Denoiser",
     "available_denoisers",
     "create_architecture",

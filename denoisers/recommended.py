@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from apiwrap.denoisers.denoiser import IDENTITY_NAME, available_denoisers
 
-__all__ = ["AUTO", "PREFERENCE", "SIGMAS", "recommended_denoiser", "recommended_sigma"]
-
-#: The value of ``--denoiser`` that asks for this rule.
-AUTO = "auto"
+__all__ = ["PREFERENCE", "SIGMAS", "recommended_denoiser", "recommended_sigma"]
 
 #: Noise levels with measured recommendations.
 SIGMAS = (0.12, 0.25, 0.5)

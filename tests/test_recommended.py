@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from apiwrap.cli.main import RunOptions
 from apiwrap.denoisers import available_denoisers, recommended_denoiser, recommended_sigma
 from apiwrap.denoisers.recommended import PREFERENCE
+from apiwrap.engine.settings import CertificationOptions, parse_options, resolve_settings
 
 
 @pytest.mark.parametrize(
@@ -26,20 +24,12 @@ def test_the_recommended_denoiser_is_the_first_installed_of_the_measured_order()
     assert recommended_denoiser(0.33) == "none"  # nothing measured: no denoiser
 
 
-def _options(**overrides: object) -> RunOptions:
-    fields: dict[str, object] = dict(
-        mode="certify", images=[Path("x.png")], vendor="local", endpoint=None, sigma=None, n0=20, n=100,
-        alpha=0.001, seed=0, denoiser="auto", size=None, out=None, job="j", runs_dir=Path("runs"),
-        max_usd=None, max_job_queries=None, tps=None, concurrency=8, max_attempts=6, prices=None,
-        force_denoiser=False, emulate=False,
-    )  # fmt: skip
-    return RunOptions(**(fields | overrides))  # type: ignore[arg-type]
+def test_auto_and_the_target_radius_resolve_before_the_job_is_journaled() -> None:
+    def resolve(**options: object) -> tuple[float, str]:
+        given = parse_options(CertificationOptions, options)
+        settings = resolve_settings(given, vendor="local", mode="certify")
+        return settings.sigma, settings.denoiser
 
-
-def test_the_command_line_resolves_auto_before_the_job_is_journaled() -> None:
-    settings = _options(target_radius=0.1).job_spec().settings
-    assert (settings.sigma, settings.denoiser) == (0.12, recommended_denoiser(0.12))
-    default = _options().job_spec().settings
-    assert (default.sigma, default.denoiser, default.selection) == (0.25, recommended_denoiser(0.25), "clean")
-    given = _options(sigma=0.5, denoiser="none", target_radius=0.1).job_spec().settings
-    assert (given.sigma, given.denoiser) == (0.5, "none")
+    assert resolve(target_radius=0.1) == (0.12, recommended_denoiser(0.12))
+    assert resolve() == (0.25, recommended_denoiser(0.25))
+    assert resolve(sigma=0.5, denoiser="none", target_radius=0.1) == (0.5, "none")

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,13 +24,14 @@ from rich.table import Table
 from apiwrap.cli.denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli.emulate import emulate
 from apiwrap.cli.serve import serve
+from apiwrap.engine.settings import CertificationOptions, ConnectionOptions, JobOptions, SettingsError
 from apiwrap.errors import ApiwrapError
+from apiwrap.statistics.settings import Mode, Selection
 
 if TYPE_CHECKING:
     from apiwrap.engine.jobs import JobReport, JobSpec
-    from apiwrap.statistics.procedures import ImageResult, Mode
-
-DEFAULT_SIGMA = 0.25
+    from apiwrap.statistics.procedures import ImageResult
+    from apiwrap.statistics.settings import CertificationSettings
 
 app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
@@ -41,6 +41,19 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
+# Defaults and help come from the settings model every door shares (apiwrap.engine.settings);
+# only what the user typed is passed on, so the model's rules see exactly what was asked for.
+SETTINGS, RUN, CONNECTION = CertificationOptions(), JobOptions(), ConnectionOptions()
+
+
+def _help(model: type[BaseModel], name: str) -> str:
+    return escape(model.model_fields[name].description or "")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 ImagesArg = Annotated[
     list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, WebP).", exists=True)
 ]
@@ -48,63 +61,27 @@ VendorOpt = Annotated[str, typer.Option(help="Vendor adapter: local, aws, google
 EndpointOpt = Annotated[
     str | None, typer.Option(help="Override the vendor's endpoint URL (e.g. an emulator).")
 ]
-SigmaOpt = Annotated[
-    float | None,
-    typer.Option(
-        help="Noise level in [0,1] pixel units. Default 0.25; with --target-radius R, the smallest of "
-        "0.12, 0.25, 0.5 that is >= R (docs/denoisers.md)."
-    ),
-]
-N0Opt = Annotated[int, typer.Option("--n0", help="Selection samples (choose the candidate label).")]
-NOpt = Annotated[int, typer.Option("--n", help="Estimation samples (fresh, counted for the bound).")]
-AlphaOpt = Annotated[float, typer.Option(help="Failure probability per image.")]
-SeedOpt = Annotated[int, typer.Option(help="Noise seed.")]
-DenoiserOpt = Annotated[
-    str,
-    typer.Option(
-        help="Denoiser name or checkpoint path, 'none', or 'auto': the best installed denoiser for the "
-        "sigma (docs/denoisers.md)."
-    ),
-]
-SizeOpt = Annotated[
-    int | None,
-    typer.Option(help="Resize the shorter side and centre-crop to SIZE first; radii then refer to it."),
-]
+SigmaOpt = Annotated[float | None, typer.Option(help=_help(CertificationOptions, "sigma"))]
+N0Opt = Annotated[int, typer.Option("--n0", help=_help(CertificationOptions, "n0"))]
+NOpt = Annotated[int, typer.Option("--n", help=_help(CertificationOptions, "n"))]
+AlphaOpt = Annotated[float, typer.Option(help=_help(CertificationOptions, "alpha"))]
+SeedOpt = Annotated[int, typer.Option(help=_help(CertificationOptions, "seed"))]
+DenoiserOpt = Annotated[str, typer.Option(help=_help(CertificationOptions, "denoiser"))]
+SizeOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "size"))]
+TargetRadiusOpt = Annotated[float | None, typer.Option(help=_help(CertificationOptions, "target_radius"))]
+MaxQueriesOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "max_queries"))]
+SelectionOpt = Annotated[Selection, typer.Option(help=_help(CertificationOptions, "selection"))]
 OutOpt = Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")]
-JobOpt = Annotated[str | None, typer.Option(help="Job name; an interrupted job resumes under the same name.")]
+JobOpt = Annotated[str | None, typer.Option(help=_help(JobOptions, "job"))]
 RunsOpt = Annotated[Path, typer.Option(help="Folder of job journals.")]
-MaxUsdOpt = Annotated[str | None, typer.Option(help="Stop the job before it spends more than this (USD).")]
-MaxJobQueriesOpt = Annotated[
-    int | None, typer.Option(help="Stop the job before more than this many billable queries.")
-]
-TargetRadiusOpt = Annotated[
-    float | None,
-    typer.Option(help="Sequential: decide whether each image is certified at this radius, stopping early."),
-]
-MaxQueriesOpt = Annotated[
-    int | None,
-    typer.Option(help="Sequential: cap of estimation queries per image; alone, certifies the best radius."),
-]
-SelectionOpt = Annotated[
-    str,
-    typer.Option(
-        help="How the candidate is chosen: 'clean' (the vendor's label on the clean image: certifies what "
-        "the vendor said, no selection query) or 'leader' (the smoothed classifier's own label: Cohen's n0 "
-        "selection votes; sequential designs buy them until one label leads)."
-    ),
-]
-AllocateOpt = Annotated[
-    bool,
-    typer.Option(
-        help="Sequential with --max-usd/--max-job-queries: fund likely certificates first and give up "
-        "hopeless images early; --no-allocate spends first come, first served."
-    ),
-]
-TpsOpt = Annotated[float | None, typer.Option(help="Requests per second allowed at the vendor.")]
-ConcurrencyOpt = Annotated[int, typer.Option(help="Requests in flight at once.")]
-AttemptsOpt = Annotated[int, typer.Option(help="Attempts per query (same bytes each time).")]
+MaxUsdOpt = Annotated[str | None, typer.Option(help=_help(JobOptions, "max_usd"))]
+MaxJobQueriesOpt = Annotated[int | None, typer.Option(help=_help(JobOptions, "max_job_queries"))]
+AllocateOpt = Annotated[bool, typer.Option(help=_help(JobOptions, "allocate"))]
+ForceOpt = Annotated[bool, typer.Option(help=_help(JobOptions, "force_denoiser"))]
+TpsOpt = Annotated[float | None, typer.Option(help=_help(ConnectionOptions, "tps"))]
+ConcurrencyOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "concurrency"))]
+AttemptsOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "max_attempts"))]
 PricesOpt = Annotated[Path | None, typer.Option(help="TOML file overriding the price table.", exists=True)]
-ForceOpt = Annotated[bool, typer.Option(help="Use a denoiser trained for another sigma.")]
 EmulateOpt = Annotated[
     bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
 ]
@@ -150,119 +127,60 @@ def _exit_code(report: JobReport) -> ExitCode:
     return ExitCode.OK
 
 
-@dataclass(frozen=True, slots=True)
-class RunOptions:
-    """Everything ``certify`` and ``predict`` were asked for, as one object."""
-
-    mode: Mode
-    images: list[Path]
-    vendor: str
-    endpoint: str | None
-    sigma: float | None
-    n0: int
-    n: int
-    alpha: float
-    seed: int
-    denoiser: str
-    size: int | None
-    out: Path | None
-    job: str | None
-    runs_dir: Path
-    max_usd: str | None
-    max_job_queries: int | None
-    tps: float | None
-    concurrency: int
-    max_attempts: int
-    prices: Path | None
-    force_denoiser: bool
-    emulate: bool
-    target_radius: float | None = None
-    max_queries: int | None = None
-    selection: str = "clean"
-    allocate: bool = True
-    report_dir: Path | None = None
-    ray: str | None = None
-
-    @property
-    def design(self) -> str:
-        return (
-            "target"
-            if self.target_radius is not None
-            else "best"
-            if self.max_queries is not None
-            else "fixed"
-        )
-
-    @property
-    def resolved_sigma(self) -> float:
-        """The given sigma, or the rule's choice for the target radius (fixed before any vote)."""
-        if self.sigma is not None:
-            return self.sigma
-        if self.target_radius is not None:
-            from apiwrap.denoisers.recommended import recommended_sigma
-
-            return recommended_sigma(self.target_radius)
-        return DEFAULT_SIGMA
-
-    def job_spec(self) -> JobSpec:
-        """The job these options describe; raises ``ConfigurationError`` for an invalid combination."""
-        from apiwrap.budgets import parse_usd
-        from apiwrap.denoisers import AUTO, recommended_denoiser
-        from apiwrap.engine.distributed import RayOptions, require_ray
-        from apiwrap.engine.jobs import JobSpec
-        from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
-        from apiwrap.statistics.procedures import CertificationSettings
-
-        settings = CertificationSettings(
-            vendor=self.vendor,
-            sigma=self.resolved_sigma,
-            n0=self.n0,
-            n=self.n,
-            alpha=self.alpha,
-            seed=self.seed,
-            denoiser=recommended_denoiser(self.resolved_sigma) if self.denoiser == AUTO else self.denoiser,
-            size=self.size,
-            mode=self.mode,
-            design=self.design,  # type: ignore[arg-type]
-            target_radius=self.target_radius,
-            max_queries=self.max_queries or 400,
-            selection=self.selection,  # type: ignore[arg-type]
-        )
-        if self.ray is not None:
-            require_ray()  # a missing extra is named before any journal is opened
-        return JobSpec(
-            settings=settings,
-            job=self.job or datetime.datetime.now().strftime(f"{self.mode}-%Y%m%d-%H%M%S"),
-            runs_dir=self.runs_dir,
-            vendor_options={"endpoint": self.endpoint} if self.endpoint else {},
-            limits=VendorLimits(requests_per_second=self.tps, concurrency=self.concurrency),
-            retry=RetryPolicy(max_attempts=self.max_attempts),
-            max_usd=parse_usd(self.max_usd) if self.max_usd else None,
-            max_queries=self.max_job_queries,
-            prices=self.prices,
-            force_denoiser=self.force_denoiser,
-            emulate=self.emulate,
-            allocate=self.allocate,
-            ray=RayOptions(address=self.ray) if self.ray is not None else None,
-        )
+def _fail_settings(error: SettingsError) -> None:
+    for name, why in error.problems:
+        console.print(f"[red]error:[/red] {escape(_flag(name))}: {escape(why)}")
+    raise typer.Exit(ExitCode.USAGE)
 
 
-def _run(options: RunOptions) -> None:
+def _fields(model: type[BaseModel], values: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: values[name] for name in model.model_fields if name in values}
+
+
+def _typed_settings(ctx: typer.Context, values: Mapping[str, Any]) -> CertificationOptions:
+    """The certification options the user typed; those left at their defaults are not passed,
+    so the model's rules (an option the procedure would ignore is refused) see what was asked."""
+    from apiwrap.engine.settings import parse_options
+
+    # typer vendors its own click, so the source is told by name, not by click's enum.
+    sources = {name: ctx.get_parameter_source(name) for name in _fields(CertificationOptions, values)}
+    typed = {
+        name: values[name]
+        for name, source in sources.items()
+        if source is not None and source.name not in {"DEFAULT", "DEFAULT_MAP"}
+    }
+    return parse_options(CertificationOptions, typed)
+
+
+def _job_spec(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> JobSpec:
+    """The job a ``certify`` / ``predict`` command line asks for, resolved as every door resolves it."""
     from apiwrap.adapters import available_vendors
-    from apiwrap.engine.images import find_images
-    from apiwrap.engine.jobs import run_job
+    from apiwrap.engine.settings import job_spec, parse_options, resolve_settings
 
-    files = find_images(options.images)
-    if not files:
-        _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
-    if options.vendor not in available_vendors():
-        _fail(f"unknown vendor {options.vendor!r}; choose one of {', '.join(available_vendors())}")
+    vendor = values["vendor"]
+    if vendor not in available_vendors():
+        _fail(f"unknown vendor {vendor!r}; choose one of {', '.join(available_vendors())}")
     try:
-        spec = options.job_spec()
+        settings = resolve_settings(_typed_settings(ctx, values), vendor=vendor, mode=mode)
+        return job_spec(
+            settings,
+            parse_options(JobOptions, _fields(JobOptions, values)),
+            parse_options(ConnectionOptions, _fields(ConnectionOptions, values)),
+            runs_dir=values["runs_dir"],
+            vendor_options={"endpoint": values["endpoint"]} if values["endpoint"] else {},
+            prices=values["prices"],
+            emulate=values["emulate"],
+            ray_address=values["ray"],
+        )
+    except SettingsError as exc:
+        _fail_settings(exc)
     except ApiwrapError as exc:
         _fail(str(exc))
+    raise AssertionError("unreachable")  # _fail raises
+
+
+def _describe(spec: JobSpec, images: int, emulated: bool) -> str:
     settings = spec.settings
-    total = len(files) * settings.queries_per_image
     if settings.mode == "predict":
         samples = f"n={settings.n}"
     else:
@@ -275,12 +193,30 @@ def _run(options: RunOptions) -> None:
             samples = (
                 f"sequential ({goal}, <= {settings.max_queries} estimation queries, candidate: {candidate})"
             )
-    console.print(
-        f"{settings.mode} {len(files)} image(s) at vendor [bold]{settings.vendor}[/bold], "
+    return (
+        f"{settings.mode} {images} image(s) at vendor [bold]{escape(settings.vendor)}[/bold], "
         f"sigma={settings.sigma:g}, {samples}, alpha={settings.alpha:g}, "
-        f"denoiser [bold]{settings.denoiser}[/bold]; journal {spec.runs_dir / spec.job}.sqlite"
-        + (" (vendor emulated on 127.0.0.1)" if options.emulate else "")
+        f"denoiser [bold]{escape(settings.denoiser)}[/bold]; "
+        f"journal {escape(str(spec.runs_dir / spec.job))}.sqlite"
+        + (" (vendor emulated on 127.0.0.1)" if emulated else "")
     )
+
+
+def _row(job: str, settings: CertificationSettings, result: ImageResult) -> dict[str, Any]:
+    """One JSONL line: the job and the settings that produced the result, then the result."""
+    return {"job": job, **settings.row(), **result.to_json()}
+
+
+def _run(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> None:
+    from apiwrap.engine.images import find_images
+    from apiwrap.engine.jobs import run_job
+
+    files = find_images(values["images"])
+    if not files:
+        _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
+    spec = _job_spec(mode, ctx, values)
+    settings = spec.settings
+    console.print(_describe(spec, len(files), values["emulate"]))
     with Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -289,15 +225,15 @@ def _run(options: RunOptions) -> None:
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("queries", total=total)
+        task = progress.add_task("queries", total=len(files) * settings.queries_per_image)
         try:
             # Each image's line is written as soon as the image is done: a long job's finished
             # images are readable (and kept) before the last one ends.
-            with options.out.open("w") if options.out else _no_output() as jsonl:
+            with values["out"].open("w") if values["out"] else _no_output() as jsonl:
 
                 def stream(result: ImageResult) -> None:
                     if jsonl is not None:
-                        jsonl.write(json.dumps(result.to_json()) + "\n")
+                        jsonl.write(json.dumps(_row(spec.job, settings, result)) + "\n")
                         jsonl.flush()
 
                 report = asyncio.run(
@@ -310,9 +246,9 @@ def _run(options: RunOptions) -> None:
                 )
         except (ApiwrapError, OSError) as exc:
             _fail(str(exc))
-    _print_report(report, sigma=settings.sigma, emulated=options.emulate)
-    if options.report_dir is not None:
-        _write_job_reports(report.journal, options.report_dir)
+    _print_report(report, sigma=settings.sigma, emulated=values["emulate"])
+    if values["report"] is not None:
+        _write_job_reports(report.journal, values["report"])
     raise typer.Exit(_exit_code(report))
 
 
@@ -445,31 +381,32 @@ def _print_summary(results: Sequence[ImageResult], sigma: float) -> None:
 
 @app.command()
 def certify(
+    ctx: typer.Context,
     images: ImagesArg,
     vendor: VendorOpt = "local",
     endpoint: EndpointOpt = None,
-    sigma: SigmaOpt = None,
-    n0: N0Opt = 20,
-    n: NOpt = 100,
-    alpha: AlphaOpt = 0.001,
-    seed: SeedOpt = 0,
-    denoiser: DenoiserOpt = "auto",
-    size: SizeOpt = None,
+    sigma: SigmaOpt = SETTINGS.sigma,
+    n0: N0Opt = SETTINGS.n0,
+    n: NOpt = SETTINGS.n,
+    alpha: AlphaOpt = SETTINGS.alpha,
+    seed: SeedOpt = SETTINGS.seed,
+    denoiser: DenoiserOpt = SETTINGS.denoiser,
+    size: SizeOpt = SETTINGS.size,
     out: OutOpt = None,
-    job: JobOpt = None,
+    job: JobOpt = RUN.job,
     runs_dir: RunsOpt = Path("runs"),
     max_usd: MaxUsdOpt = None,
-    max_job_queries: MaxJobQueriesOpt = None,
-    tps: TpsOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    max_attempts: AttemptsOpt = 6,
+    max_job_queries: MaxJobQueriesOpt = RUN.max_job_queries,
+    tps: TpsOpt = CONNECTION.tps,
+    concurrency: ConcurrencyOpt = CONNECTION.concurrency,
+    max_attempts: AttemptsOpt = CONNECTION.max_attempts,
     prices: PricesOpt = None,
-    force_denoiser: ForceOpt = False,
+    force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,
-    target_radius: TargetRadiusOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    selection: SelectionOpt = "clean",
-    allocate: AllocateOpt = True,
+    target_radius: TargetRadiusOpt = SETTINGS.target_radius,
+    max_queries: MaxQueriesOpt = SETTINGS.max_queries,
+    selection: SelectionOpt = SETTINGS.selection,
+    allocate: AllocateOpt = RUN.allocate,
     report: ReportDirOpt = None,
     ray: RayOpt = None,
 ) -> None:
@@ -479,123 +416,78 @@ def certify(
     its votes decide, with the same 1 - alpha guarantee. Under a budget, the sequential tests
     of all images share it: likely certificates are funded first.
     """
-    _run(
-        RunOptions(
-            "certify",
-            images,
-            vendor,
-            endpoint,
-            sigma,
-            n0,
-            n,
-            alpha,
-            seed,
-            denoiser,
-            size,
-            out,
-            job,
-            runs_dir,
-            max_usd,
-            max_job_queries,
-            tps,
-            concurrency,
-            max_attempts,
-            prices,
-            force_denoiser,
-            emulate,
-            target_radius=target_radius,
-            max_queries=max_queries,
-            selection=selection,
-            allocate=allocate,
-            report_dir=report,
-            ray=ray,
-        )
-    )
+    _run("certify", ctx, locals())
 
 
 @app.command()
 def predict(
+    ctx: typer.Context,
     images: ImagesArg,
     vendor: VendorOpt = "local",
     endpoint: EndpointOpt = None,
-    sigma: SigmaOpt = None,
-    n: NOpt = 100,
-    alpha: AlphaOpt = 0.001,
-    seed: SeedOpt = 0,
-    denoiser: DenoiserOpt = "auto",
-    size: SizeOpt = None,
+    sigma: SigmaOpt = SETTINGS.sigma,
+    n: NOpt = SETTINGS.n,
+    alpha: AlphaOpt = SETTINGS.alpha,
+    seed: SeedOpt = SETTINGS.seed,
+    denoiser: DenoiserOpt = SETTINGS.denoiser,
+    size: SizeOpt = SETTINGS.size,
     out: OutOpt = None,
-    job: JobOpt = None,
+    job: JobOpt = RUN.job,
     runs_dir: RunsOpt = Path("runs"),
     max_usd: MaxUsdOpt = None,
-    max_job_queries: MaxJobQueriesOpt = None,
-    tps: TpsOpt = None,
-    concurrency: ConcurrencyOpt = 8,
-    max_attempts: AttemptsOpt = 6,
+    max_job_queries: MaxJobQueriesOpt = RUN.max_job_queries,
+    tps: TpsOpt = CONNECTION.tps,
+    concurrency: ConcurrencyOpt = CONNECTION.concurrency,
+    max_attempts: AttemptsOpt = CONNECTION.max_attempts,
     prices: PricesOpt = None,
-    force_denoiser: ForceOpt = False,
+    force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,
     report: ReportDirOpt = None,
     ray: RayOpt = None,
 ) -> None:
     """Predict the smoothed classifier's label (Cohen's PREDICT), or abstain."""
-    _run(
-        RunOptions(
-            "predict",
-            images,
-            vendor,
-            endpoint,
-            sigma,
-            0,
-            n,
-            alpha,
-            seed,
-            denoiser,
-            size,
-            out,
-            job,
-            runs_dir,
-            max_usd,
-            max_job_queries,
-            tps,
-            concurrency,
-            max_attempts,
-            prices,
-            force_denoiser,
-            emulate,
-            report_dir=report,
-            ray=ray,
-        )
-    )
+    _run("predict", ctx, locals())
 
 
 @app.command()
 def estimate(
+    ctx: typer.Context,
     images: ImagesArg,
     vendor: VendorOpt = "local",
-    n0: N0Opt = 20,
-    n: NOpt = 100,
-    mode: Annotated[str, typer.Option(help="certify or predict.")] = "certify",
-    selection: SelectionOpt = "clean",
-    max_attempts: AttemptsOpt = 6,
+    mode: Annotated[Mode, typer.Option(help="certify or predict.")] = "certify",
+    sigma: SigmaOpt = SETTINGS.sigma,
+    n0: N0Opt = SETTINGS.n0,
+    n: NOpt = SETTINGS.n,
+    target_radius: TargetRadiusOpt = SETTINGS.target_radius,
+    max_queries: MaxQueriesOpt = SETTINGS.max_queries,
+    selection: SelectionOpt = SETTINGS.selection,
+    max_attempts: AttemptsOpt = CONNECTION.max_attempts,
     prices: PricesOpt = None,
 ) -> None:
-    """Print the expected and worst-case cost of a job before running it."""
+    """Print the expected and worst-case cost of a job before running it.
+
+    The settings are resolved as certify and predict resolve them (design, sigma, selection).
+    """
     from apiwrap.budgets import PriceTable
     from apiwrap.budgets import estimate as budget_estimate
     from apiwrap.engine.images import find_images
-    from apiwrap.statistics.procedures import CertificationSettings
+    from apiwrap.engine.settings import parse_options, resolve_settings
 
     files = find_images(images)
     try:
-        settings = CertificationSettings(
-            vendor=vendor, n0=n0 if mode == "certify" else 0, n=n, mode=mode, selection=selection
-        )  # type: ignore[arg-type]
+        settings = resolve_settings(_typed_settings(ctx, locals()), vendor=vendor, mode=mode)
+        connection = parse_options(ConnectionOptions, {"max_attempts": max_attempts})
         table = PriceTable.load(prices) if prices else PriceTable.default()
-        cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, max_attempts)
+        cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, connection.max_attempts)
+    except SettingsError as exc:
+        _fail_settings(exc)
     except ApiwrapError as exc:
         _fail(str(exc))
-    table_out = Table(title=f"Cost of {mode} on {len(files)} image(s) at {vendor}")
+    design = "fixed design" if settings.design == "fixed" else f"{settings.design} design, at its cap"
+    table_out = Table(
+        title=f"Cost of {mode} on {len(files)} image(s) at {escape(vendor)} ({design}: "
+        f"{settings.queries_per_image} queries per image at most)"
+    )
     table_out.add_column("")
     table_out.add_column("", justify="right")
     for label, value in cost.rows():
@@ -625,6 +517,7 @@ def replay(
     """
     from apiwrap.engine.jobs import journal_path
     from apiwrap.engine.replay import journal_settings, replay_journal
+    from apiwrap.statistics.settings import CertificationSettings
 
     try:
         path = Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)
@@ -642,9 +535,10 @@ def replay(
         _print_line(result)
     if out_file:
         marker = {"parameters": replayed.parameters, "changed": replayed.changed}
+        settings = CertificationSettings(**replayed.parameters)
         with out_file.open("w") as handle:
             for result in replayed.results:
-                handle.write(json.dumps(result.to_json() | {"replay": marker}) + "\n")
+                handle.write(json.dumps(_row(path.stem, settings, result) | {"replay": marker}) + "\n")
     _print_summary(replayed.results, sigma)
     bought = sum(result.queries for result in replayed.results)
     out.print(f"Replayed from the journal: no query sent; the job bought {bought} queries.")

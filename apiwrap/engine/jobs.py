@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -27,17 +26,16 @@ from apiwrap.engine.journal import Journal
 from apiwrap.engine.runner import Engine
 from apiwrap.engine.samples import SamplePreparer
 from apiwrap.engine.scheduler import QueryScheduler, RetryPolicy, VendorLimits
+from apiwrap.engine.settings import JOB_NAME
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobReport", "JobSpec", "journal_path", "load_denoise", "run_job"]
 
-_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-
 
 def journal_path(runs_dir: Path, job: str) -> Path:
     """The journal file of job ``job``; names are restricted so they can never escape ``runs_dir``."""
-    if not _JOB_NAME.match(job):
+    if not JOB_NAME.match(job):
         raise ConfigurationError(f"job name {job!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     return runs_dir / f"{job}.sqlite"
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from apiwrap.service._app import CertifyParams, create_app
+from apiwrap.service._app import CertifyQuery, JobQuery, create_app
 from apiwrap.service._config import (
     DEFAULT_CONFIG,
     MetricsConfig,
@@ -26,7 +26,8 @@ from apiwrap.service._store import Store
 
 __all__ = [
     "DEFAULT_CONFIG",
-    "CertifyParams",
+    "CertifyQuery",
+    "JobQuery",
     "JsonFormatter",
     "MetricsConfig",
     "ServiceConfig",

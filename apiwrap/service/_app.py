@@ -19,13 +19,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from apiwrap.adapters import create_adapter
 from apiwrap.budgets import PriceTable, format_usd
-from apiwrap.denoisers import AUTO, available_denoisers, recommended_denoiser
+from apiwrap.denoisers import available_denoisers
 from apiwrap.engine.jobs import load_denoise
+from apiwrap.engine.settings import CertificationOptions, resolve_settings
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
 from apiwrap.service._errors import (
     EXCEPTION_HANDLERS,
@@ -57,51 +58,30 @@ from apiwrap.service._reports import job_report_page
 from apiwrap.service._store import Store, private_dir
 from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
-from apiwrap.statistics.procedures import CertificationSettings, Design, Mode, Selection
+from apiwrap.statistics.settings import CertificationSettings, Mode
 
-__all__ = ["CertifyParams", "JobParams", "create_app"]
+__all__ = ["CertifyQuery", "JobQuery", "create_app"]
 
 
-class CertifyParams(BaseModel):
-    """Certification parameters: query parameters, or text fields of a multipart form."""
+class CertifyQuery(CertificationOptions):
+    """A request's certification options (apiwrap.engine.settings: the command line's options and
+    defaults): query parameters, or text fields of a multipart form; and the vendor to ask."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    vendor: str | None = Field(None, max_length=64, description="A vendor configured on the server.")
-    sigma: float = Field(0.25, gt=0, le=4.0, description="Noise level in [0,1] pixel units.")
-    n0: int = Field(20, ge=1, le=10_000, description="Selection samples (certify only).")
-    n: int = Field(100, ge=1, le=100_000, description="Estimation samples.")
-    alpha: float = Field(0.001, gt=0, lt=1, description="Failure probability per image.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="Noise seed.")
-    denoiser: str = Field(
-        AUTO,
-        max_length=100,
-        description="A denoiser shipped with the server, or 'auto': the best installed one for sigma.",
+    vendor: str | None = Field(
+        None, max_length=64, description="A vendor configured on the server (default: the server's)."
     )
-    size: int | None = Field(None, ge=8, le=1024, description="Resize and centre-crop to SIZE first.")
-    design: Design = Field("fixed", description="fixed (Cohen's n0 + n), or sequential: target, best.")
-    target_radius: float | None = Field(None, gt=0, le=100, description="The target design's radius.")
-    max_queries: int = Field(
-        400, ge=1, le=100_000, description="Sequential designs: queries per image at most."
-    )
-    selection: Selection = Field(
-        "clean",
-        description="How the candidate is chosen: 'clean' (the vendor's label on the clean image) or "
-        "'leader' (the label leading noisy selection votes: Cohen's n0 votes for the fixed design).",
-    )
-    selection_lead: int = Field(2, ge=1, le=1000, description="Sequential designs: lead that ends selection.")
 
 
-class JobParams(CertifyParams):
-    """A batch job's parameters: the certification parameters and the mode."""
+class JobQuery(CertifyQuery):
+    """A batch job's options: the certification options and the mode."""
 
     mode: Mode = Field("certify", description="certify (label + radius) or predict (label).")
 
 
 _BINARY = {"type": "string", "format": "binary"}
 # Multipart text fields carry the same parameters as the query (as strings, validated alike).
-_PARAM_FIELDS = {name: {"type": "string"} for name in CertifyParams.model_fields}
-_JOB_FIELDS = {name: {"type": "string"} for name in JobParams.model_fields}
+_PARAM_FIELDS = {name: {"type": "string"} for name in CertifyQuery.model_fields}
+_JOB_FIELDS = {name: {"type": "string"} for name in JobQuery.model_fields}
 _ONE_IMAGE = {
     "requestBody": {
         "required": True,
@@ -197,7 +177,7 @@ def _tenant(
 
 Tenant = Annotated[TenantConfig, Depends(_tenant)]
 Manager = Annotated[JobManager, Depends(_manager)]
-Params = Annotated[CertifyParams, Query()]
+Params = Annotated[CertifyQuery, Query()]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -214,41 +194,19 @@ Prefer = Annotated[
 ]
 
 
-def _settings(request: Request, params: CertifyParams, upload: Upload, mode: Mode) -> CertificationSettings:
-    """Query parameters, overridden by the form's text fields; every value checked (422)."""
+def _settings(request: Request, params: CertifyQuery, upload: Upload, mode: Mode) -> CertificationSettings:
+    """Query parameters, overridden by the form's text fields, resolved as every door resolves
+    them; every value checked (422)."""
     config: ServiceConfig = request.app.state.config
     if upload.fields:
         merged = {**params.model_dump(exclude_unset=True), **upload.fields}
         params = type(params).model_validate(merged)
-    if isinstance(params, JobParams):
+    if isinstance(params, JobQuery):
         mode = params.mode
     vendor = params.vendor or config.default_vendor or config.vendor_names[0]
     if vendor not in config.vendors:
         raise InvalidRequest(f"vendor {vendor!r} is not offered here; choose one of {config.vendor_names}")
-    denoiser = recommended_denoiser(params.sigma) if params.denoiser == AUTO else params.denoiser
-    if denoiser not in request.app.state.denoisers:
-        raise InvalidRequest(
-            f"denoiser {denoiser!r} is not offered here; choose one of {request.app.state.denoisers}"
-        )
-    try:
-        return CertificationSettings(
-            vendor=vendor,
-            sigma=params.sigma,
-            n0=params.n0 if mode == "certify" else 0,
-            n=params.n,
-            alpha=params.alpha,
-            seed=params.seed,
-            denoiser=denoiser,
-            size=params.size,
-            mode=mode,
-            design=params.design,
-            target_radius=params.target_radius,
-            max_queries=params.max_queries,
-            selection=params.selection,
-            selection_lead=params.selection_lead,
-        )
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    return resolve_settings(params, vendor=vendor, mode=mode, offered_denoisers=request.app.state.denoisers)
 
 
 @functools.lru_cache(maxsize=64)
@@ -258,7 +216,7 @@ def _check_denoiser(name: str, sigma: float) -> None:
 
 
 async def _checked_upload(
-    request: Request, params: CertifyParams, mode: Mode, *, max_files: int
+    request: Request, params: CertifyQuery, mode: Mode, *, max_files: int
 ) -> tuple[CertificationSettings, list[tuple[str, bytes]]]:
     config: ServiceConfig = request.app.state.config
     upload = await read_upload(request, max_files=max_files)
@@ -290,7 +248,7 @@ def _fingerprint(route: str, settings: CertificationSettings, images: list[tuple
 
 async def _submit(
     request: Request,
-    params: CertifyParams,
+    params: CertifyQuery,
     tenant: TenantConfig,
     manager: JobManager,
     mode: Mode,
@@ -322,7 +280,7 @@ def _wait_s(prefer: str, config: ServiceConfig) -> tuple[float, str | None]:
 
 async def _one_image(
     request: Request,
-    params: CertifyParams,
+    params: CertifyQuery,
     tenant: TenantConfig,
     manager: JobManager,
     mode: Mode,
@@ -508,7 +466,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
     )
     async def submit_job(
         request: Request,
-        params: Annotated[JobParams, Query()],
+        params: Annotated[JobQuery, Query()],
         tenant: Tenant,
         manager: Manager,
         idempotency_key: IdempotencyKey = None,

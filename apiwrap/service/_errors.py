@@ -16,7 +16,8 @@
 
 Errors of the other packages are mapped in the same table: ``budgets.BudgetExceeded`` ->
 402, ``adapters.Throttled`` -> 503 with Retry-After, ``adapters.Rejected`` (an image the
-vendor's limits refuse) and ``apiwrap.errors.ImageError`` -> 422, request validation -> 422,
+vendor's limits refuse), ``apiwrap.errors.ImageError``, request validation and the settings
+resolver's ``SettingsError`` (options that contradict each other) -> 422,
 Starlette's own HTTP errors (404 for an unknown path, 405, 400 for a malformed form) keep their
 status. Starlette finds a handler by walking the exception's MRO against the table, so a
 subclass inherits its parent's answer.
@@ -43,6 +44,7 @@ from starlette.responses import Response
 
 from apiwrap.adapters import Rejected, Throttled
 from apiwrap.budgets import BudgetExceeded, format_usd
+from apiwrap.engine.settings import SettingsError
 from apiwrap.errors import ApiwrapError, ImageError
 from apiwrap.service._logging import current_request_id
 
@@ -266,6 +268,13 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return problem(422, "invalid_request", detail, instance=request.url.path, errors=errors)
 
 
+async def _settings_error(request: Request, exc: Exception) -> Response:
+    """Options that are each valid but cannot make a job together (or name what is not offered)."""
+    assert isinstance(exc, SettingsError)
+    errors = [{"loc": ["query", name], "msg": why, "type": "settings"} for name, why in exc.problems]
+    return problem(422, "invalid_request", str(exc), instance=request.url.path, errors=errors)
+
+
 async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code in {204, 304}:
@@ -287,6 +296,7 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     BudgetExceeded: _budget_exceeded,
     Throttled: _throttled,
     ImageError: _image_error,
+    SettingsError: _settings_error,
     Rejected: _rejected,
     RequestValidationError: _validation_error,
     ValidationError: _validation_error,

@@ -47,7 +47,7 @@ from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Busy, Conflict, IdempotencyKeyReused, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
-from apiwrap.service._models import Job, Progress, Settings, Spend
+from apiwrap.service._models import Job, Progress, Spend
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
 from apiwrap.service._vendors import JobAdapter, SharedVendor
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
@@ -144,7 +144,7 @@ class JobView:
             id=self.id,
             kind=self.kind,
             status=self.status,
-            settings=Settings.model_validate(self.settings),
+            settings=CertificationSettings(**self.settings),
             images=self.images,
             progress=Progress(queries_done=self.queries_done, queries_total=self.queries_total),
             spend=Spend(

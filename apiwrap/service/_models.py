@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from apiwrap.statistics.procedures import Design, Mode, Selection
+from apiwrap.statistics.settings import CertificationSettings
 
 __all__ = [
     "Budget",
@@ -24,32 +24,12 @@ __all__ = [
     "ProblemError",
     "Progress",
     "Remaining",
-    "Settings",
     "Spend",
 ]
 
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Settings(_Closed):
-    """The certification settings a job runs with (fixed for its life)."""
-
-    vendor: str
-    sigma: float
-    n0: int
-    n: int
-    alpha: float
-    seed: int
-    denoiser: str
-    size: int | None
-    mode: Mode
-    design: Design
-    target_radius: float | None
-    max_queries: int
-    selection: Selection
-    selection_lead: int
 
 
 class Progress(_Closed):
@@ -71,7 +51,9 @@ class Job(_Closed):
     id: str
     kind: Literal["single", "batch"]
     status: Literal["running", "done", "cancelled", "failed"]
-    settings: Settings
+    settings: CertificationSettings = Field(
+        description="The settings the job runs with, every default and rule applied (its journal binds them)."
+    )
     images: int
     progress: Progress
     spend: Spend

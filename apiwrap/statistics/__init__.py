@@ -6,21 +6,47 @@ numpy and scipy, so it can be read, tested and replayed on its own:
 - :mod:`~apiwrap.statistics.fixed`: Cohen's fixed-n CERTIFY and PREDICT.
 - :mod:`~apiwrap.statistics.sequential`: the sequential designs in use (target radius,
   best radius) and candidate selection.
-- :mod:`~apiwrap.statistics.procedures`: one image's procedure over a vote source, with
-  the job's :class:`CertificationSettings` and the :class:`ImageResult` it produces.
+- :mod:`~apiwrap.statistics.settings`: the job's resolved :class:`CertificationSettings`.
+- :mod:`~apiwrap.statistics.procedures`: one image's procedure over a vote source and the
+  :class:`ImageResult` it produces.
 - :mod:`~apiwrap.statistics.allocation`: which images a shared budget funds next.
 - :mod:`~apiwrap.statistics.votes`: vote records and the sample index layout.
 - :mod:`~apiwrap.statistics.summary`: certified accuracy over images and what a budget bought;
   :mod:`~apiwrap.statistics.radii`: the radii every report reads.
+
+The names below are imported on first use, so that importing one light module (the settings)
+does not load scipy.
 """
 
 from __future__ import annotations
 
-from apiwrap.statistics.fixed import AbstainReason, Certificate, Prediction, certify, predict
-from apiwrap.statistics.procedures import CertificationSettings, ImageResult, decide, run_procedure
-from apiwrap.statistics.radii import report_radii
-from apiwrap.statistics.summary import certified_accuracy
-from apiwrap.statistics.votes import CLEAN_SAMPLE, FAILED_QUERY, QueryRecord
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from apiwrap.statistics.fixed import AbstainReason, Certificate, Prediction, certify, predict
+    from apiwrap.statistics.procedures import ImageResult, decide, run_procedure
+    from apiwrap.statistics.radii import report_radii
+    from apiwrap.statistics.settings import CertificationSettings
+    from apiwrap.statistics.summary import certified_accuracy
+    from apiwrap.statistics.votes import CLEAN_SAMPLE, FAILED_QUERY, QueryRecord
+
+_LAZY = {
+    "AbstainReason": "apiwrap.statistics.fixed",
+    "Certificate": "apiwrap.statistics.fixed",
+    "Prediction": "apiwrap.statistics.fixed",
+    "certify": "apiwrap.statistics.fixed",
+    "predict": "apiwrap.statistics.fixed",
+    "ImageResult": "apiwrap.statistics.procedures",
+    "decide": "apiwrap.statistics.procedures",
+    "run_procedure": "apiwrap.statistics.procedures",
+    "report_radii": "apiwrap.statistics.radii",
+    "CertificationSettings": "apiwrap.statistics.settings",
+    "certified_accuracy": "apiwrap.statistics.summary",
+    "CLEAN_SAMPLE": "apiwrap.statistics.votes",
+    "FAILED_QUERY": "apiwrap.statistics.votes",
+    "QueryRecord": "apiwrap.statistics.votes",
+}
 
 __all__ = [
     "CLEAN_SAMPLE",
@@ -38,3 +64,9 @@ __all__ = [
     "report_radii",
     "run_procedure",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'apiwrap.statistics' has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)

@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.allocation import Admission, ImageState
 from apiwrap.statistics.fixed import (
     AbstainReason,
@@ -39,8 +38,10 @@ from apiwrap.statistics.sequential import (
     default_best_radius_design,
     default_target_design,
 )
+from apiwrap.statistics.settings import CertificationSettings
 from apiwrap.statistics.votes import CLEAN_SAMPLE, FAILED_QUERY, QueryRecord
 
+#: CertificationSettings is re-exported: procedures and their settings are read together.
 __all__ = [
     "UNVERSIONED",
     "Admit",
@@ -51,63 +52,6 @@ __all__ = [
     "run_procedure",
     "sample_ranges",
 ]
-
-Mode = Literal["certify", "predict"]
-Design = Literal["fixed", "target", "best"]
-Selection = Literal["leader", "clean"]
-
-
-@dataclass(frozen=True, slots=True)
-class CertificationSettings:
-    """What defines a job's certificates; stored in its journal and fixed for its life."""
-
-    vendor: str
-    sigma: float = 0.25
-    n0: int = 20
-    n: int = 100
-    alpha: float = 0.001
-    seed: int = 0
-    denoiser: str = "none"
-    size: int | None = None
-    mode: Mode = "certify"
-    #: "fixed": Cohen's n0 + n. "target": is g certified at radius >= target_radius? "best":
-    #: the largest radius within max_queries. Both sequential designs stop early.
-    design: Design = "fixed"
-    target_radius: float | None = None
-    max_queries: int = 400
-    #: How CERTIFY picks its candidate before any estimation vote. "clean" (default): the
-    #: vendor's label on the clean image, the prediction users ask about, at no selection
-    #: query. "leader": the label leading noisy selection votes, the smoothed classifier's
-    #: own prediction: Cohen's n0 votes (fixed design), or votes bought only until one label
-    #: leads by selection_lead, at most n0 (sequential designs). Estimation always starts at
-    #: index n0, so both choices read the same estimation samples.
-    selection: Selection = "clean"
-    selection_lead: int = 2
-
-    def __post_init__(self) -> None:
-        if self.sigma <= 0:
-            raise ConfigurationError(f"sigma must be positive, got {self.sigma}")
-        if not 0 < self.alpha < 1:
-            raise ConfigurationError(f"alpha must be in (0, 1), got {self.alpha}")
-        if self.n < 1 or self.n0 < (1 if self.mode == "certify" else 0):
-            raise ConfigurationError(f"need n >= 1 and n0 >= 1 (certify), got n0={self.n0}, n={self.n}")
-        if self.size is not None and self.size < 8:
-            raise ConfigurationError(f"size must be at least 8 pixels, got {self.size}")
-        if self.design != "fixed" and self.mode != "certify":
-            raise ConfigurationError("sequential designs certify; predict uses the fixed design")
-        if self.design == "target" and not (self.target_radius and self.target_radius > 0):
-            raise ConfigurationError("the target design needs --target-radius > 0")
-        if self.design != "fixed" and (self.max_queries < 1 or self.selection_lead < 1):
-            raise ConfigurationError("max_queries and selection_lead must be positive")
-
-    @property
-    def queries_per_image(self) -> int:
-        """Most queries one image can take: the clean reference plus the noisy samples."""
-        if self.design != "fixed":
-            return 1 + (0 if self.selection == "clean" else self.n0) + self.max_queries
-        if self.mode == "predict":
-            return 1 + self.n
-        return 1 + (0 if self.selection == "clean" else self.n0) + self.n
 
 
 @dataclass(slots=True)
