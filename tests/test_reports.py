@@ -30,6 +30,7 @@ from apiwrap.reports.evidence import gather_evidence
 from apiwrap.reports.page import rms_per_value
 from apiwrap.service import create_app
 from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.statistics.settings import ROW_FIELDS
 from apiwrap.testing import fake_classify
 from tests.fakes import FaultyVendor
 from tests.test_service import FAST, GREEN, RED, ServerThread, client, service_config, wait_for_job
@@ -119,6 +120,11 @@ def test_the_csv_round_trips_the_jsonl_results(tmp_path: Path) -> None:
             if column != "spend_usd":
                 assert value == line[renamed.get(column, column)], (column, row["image"])
     assert [row["status"] for row in rows].count("failed") == 1
+    # every row reads alone: the job and the settings that produced it travel with it
+    settings = load_job(tmp_path / "runs" / "rt.sqlite").settings
+    for row in [*rows, *lines.values()]:
+        assert {key: row[key] for key in ("job", *ROW_FIELDS)} == {"job": "rt", **settings.row()}
+    assert (settings.n0, settings.n, settings.design) == (2, 6, "fixed")
 
 
 def test_csv_spend_per_image_adds_up_to_the_ledger(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ from apiwrap.denoisers import recommended_denoiser, recommended_sigma
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.settings import (
     CertificationOptions,
+    ConnectionOptions,
+    JobOptions,
     SettingsError,
     parse_options,
     resolve_settings,
@@ -333,3 +335,23 @@ def test_resolved_settings_resolve_to_themselves(
 ) -> None:
     settings = _resolve(mode, **options)
     assert _resolve(mode, **settings_options(settings)) == settings
+
+
+def _documented(table_heading: str) -> dict[str, str]:
+    """The ``| `option` | default | ...`` rows of a table in docs/settings.md, by option."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "settings.md").read_text()
+    section = text.split(table_heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1:3] for line in section.splitlines() if line.startswith("| `")]
+    return {name.strip().strip("`"): default.strip() for name, default in rows}
+
+
+def test_the_documented_options_and_defaults_are_the_models() -> None:
+    documented = _documented("## Certification options")
+    assert set(documented) == set(CertificationOptions.model_fields)
+    for name, field in CertificationOptions.model_fields.items():
+        if field.default is not None:
+            assert documented[name].strip("`").startswith(str(field.default)), name
+    run = _documented("## Job and connection options")
+    assert set(run) == set(JobOptions.model_fields) | set(ConnectionOptions.model_fields)
+    for name in ("concurrency", "max_attempts"):
+        assert run[name] == str(ConnectionOptions.model_fields[name].default)

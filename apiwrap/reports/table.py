@@ -1,5 +1,8 @@
 """The CSV report: one row per image, every value needed to audit a certificate.
 
+Each row starts with the job's name and the settings that produced it
+(:data:`~apiwrap.statistics.settings.ROW_FIELDS`), so a row read alone says where it came from.
+
 Floats are written with ``repr`` (shortest exact round trip), a missing value as an empty
 cell, model versions joined by ``;``, so :func:`read_csv` gives back the results' values.
 """
@@ -13,12 +16,15 @@ from typing import Any
 
 from apiwrap.budgets import from_micro_usd
 from apiwrap.reports._job import ImageRecord, JobRecord
+from apiwrap.statistics.settings import ROW_FIELDS
 
 __all__ = ["CSV_COLUMNS", "read_csv", "write_csv"]
 
 #: Column names; where a column mirrors an ImageResult field the name differs only for
 #: ``clean_label`` (``reference_label``) and ``spend_usd`` (not a result field).
 CSV_COLUMNS = (
+    "job",
+    *ROW_FIELDS,
     "image",
     "digest",
     "clean_label",
@@ -36,8 +42,8 @@ CSV_COLUMNS = (
     "abstain_reason",
     "error",
 )
-_FLOATS = {"radius", "p_lower"}
-_INTEGERS = {"votes_for_candidate", "estimation_votes", "queries", "failed_queries"}
+_FLOATS = {"sigma", "alpha", "radius", "p_lower"}
+_INTEGERS = {"n0", "n", "votes_for_candidate", "estimation_votes", "queries", "failed_queries"}
 
 
 def _cell(value: Any) -> str:
@@ -48,9 +54,11 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _row(image: ImageRecord) -> dict[str, str]:
+def _row(job: JobRecord, image: ImageRecord) -> dict[str, str]:
     result = image.result
     values: dict[str, Any] = {
+        "job": job.name,
+        **job.settings.row(),
         "image": image.name,
         "digest": image.digest,
         "status": image.status,
@@ -79,7 +87,7 @@ def write_csv(job: JobRecord, path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(_row(image) for image in job.images)
+        writer.writerows(_row(job, image) for image in job.images)
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:
