@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from apiwrap.adapters.errors import VendorError
     from apiwrap.api import Certifier, JobResult, certify, predict
     from apiwrap.budgets import BudgetError
+    from apiwrap.engine.settings import CertificationOptions, SettingsError
     from apiwrap.errors import (
         ApiwrapError,
         ConfigurationError,
@@ -32,14 +33,17 @@ if TYPE_CHECKING:
         JournalError,
         MissingExtra,
     )
-    from apiwrap.statistics.procedures import CertificationSettings, ImageResult
+    from apiwrap.statistics.procedures import ImageResult
+    from apiwrap.statistics.settings import CertificationSettings
 
 _LAZY = {
     "Certifier": "apiwrap.api",
     "certify": "apiwrap.api",
     "predict": "apiwrap.api",
     "JobResult": "apiwrap.api",
-    "CertificationSettings": "apiwrap.statistics.procedures",
+    "CertificationSettings": "apiwrap.statistics.settings",
+    "CertificationOptions": "apiwrap.engine.settings",
+    "SettingsError": "apiwrap.engine.settings",
     "ImageResult": "apiwrap.statistics.procedures",
     "ApiwrapError": "apiwrap.errors",
     "ConfigurationError": "apiwrap.errors",
@@ -54,6 +58,7 @@ _LAZY = {
 __all__ = [
     "ApiwrapError",
     "BudgetError",
+    "CertificationOptions",
     "CertificationSettings",
     "Certifier",
     "ConfigurationError",
@@ -63,6 +68,7 @@ __all__ = [
     "JobResult",
     "JournalError",
     "MissingExtra",
+    "SettingsError",
     "VendorError",
     "__version__",
     "certify",
