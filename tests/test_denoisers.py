@@ -204,6 +204,34 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert load_denoiser(str(tmp_path / "tiny"), 0.25, device="cpu").name == "tiny"  # path without suffix
 
 
+def test_a_checkpoints_weights_digest_is_a_function_of_its_files_bytes(tmp_path: Path) -> None:
+    network = create_architecture("fast", **TINY_KWARGS["fast"])
+    metadata = {"architecture": "fast", "architecture_kwargs": TINY_KWARGS["fast"], "sigma": 0.25}
+    path = save_checkpoint(network, tmp_path / "tiny", metadata)
+    loaded = load_denoiser(str(path), 0.25, device="cpu").provenance
+    assert loaded.weights_sha256 is not None
+    assert (loaded.runtime, loaded.device, loaded.precision) == ("torch", "cpu", "float32")
+    assert load_denoiser(str(path), 0.25, device="cpu").provenance == loaded
+    # the same files under another name are the same weights
+    for suffix in (".pt", ".json"):
+        (tmp_path / f"renamed{suffix}").write_bytes(path.with_suffix(suffix).read_bytes())
+    assert load_denoiser(str(tmp_path / "renamed"), 0.25).provenance.weights_sha256 == loaded.weights_sha256
+
+    # the same tensors with another metadata file: other files, another digest
+    noted = save_checkpoint(network, tmp_path / "noted", metadata | {"notes": "trained again"})
+    assert load_denoiser(str(noted), 0.25).provenance.weights_sha256 != loaded.weights_sha256
+    with torch.no_grad():
+        next(network.parameters()).add_(1e-3)
+    save_checkpoint(network, tmp_path / "tiny", metadata)
+    assert load_denoiser(str(path), 0.25).provenance.weights_sha256 != loaded.weights_sha256
+
+
+def test_the_identity_has_one_record_on_every_machine() -> None:
+    on_cpu = load_denoiser("none", 0.25, device="cpu").provenance
+    assert load_denoiser("none", 0.5, device="cuda").provenance == on_cpu  # clipping rounds nothing
+    assert on_cpu.weights_sha256 is None and on_cpu.runtime == "none"
+
+
 def test_batching_does_not_change_the_output(tmp_path: Path) -> None:
     network = create_architecture("fast", **TINY_KWARGS["fast"])
     noisy = torch.rand(5, 3, 16, 16)

@@ -239,5 +239,5 @@ def test_a_retrained_denoiser_under_the_same_name_cannot_resume_the_job(tmp_path
     save_checkpoint(
         network, tmp_path / "mine", {"architecture": "fast", "architecture_kwargs": {}, "sigma": 0.25}
     )
-    with pytest.raises(JournalError, match="denoiser_sha256"):
+    with pytest.raises(JournalError, match="other weights"):
         _run(_spec(tmp_path, settings=settings), FaultyVendor(), _images(1))

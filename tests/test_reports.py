@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.cli import app
+from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
 from apiwrap.errors import ConfigurationError
 from apiwrap.reports import curve_png, load_job, read_csv, render_html, write_csv
@@ -205,11 +206,14 @@ def test_rebuilt_noisy_copies_are_the_bytes_sent_through_a_denoiser(tmp_path: Pa
     copies = [copy for item in evidence.values() for copy in item.copies]
     assert len(copies) == 2 * 3 and all(copy.matches_sent for copy in copies)
     assert {copy.sample_index for copy in copies} == {4, 5, 6}  # the first estimation samples
+    # the page says what prepared the samples, with the runtime's version (recorded, not bound)
+    runtime = load_denoiser("fast-stab-s025", 0.25, device="cpu").provenance.runtime_version
+    assert f"fast-stab-s025 in torch {runtime} on cpu, float32" in render_html(job)
 
     # A journal naming other weights: the copies would not be what was sent, so none are shown.
     with sqlite3.connect(report.journal) as db:
         (stored,) = db.execute("SELECT value FROM job WHERE key = 'parameters'").fetchone()
-        tampered = json.loads(stored) | {"denoiser_sha256": "0" * 64}
+        tampered = json.loads(stored) | {"denoiser_weights_sha256": "0" * 64}
         db.execute("UPDATE job SET value = ? WHERE key = 'parameters'", (json.dumps(tampered),))
     page = render_html(load_job(report.journal))
     assert "other weights than the job used" in page

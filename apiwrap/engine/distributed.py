@@ -12,7 +12,8 @@ engine already uses:
   samples across images and hands each batch to a pool of preparation actors (one GPU each where
   the cluster has GPUs) that run :func:`~apiwrap.engine.samples.prepare_samples`, the very
   function of the single-process engine: the same seed gives the same bytes, hence the same
-  certificates, on the same kind of device.
+  certificates, on the same kind of device. The actors must agree on the denoiser's provenance
+  record (weights digest, runtime, device kind, precision); theirs is the record the journal binds.
 - :class:`RayAdapter` (the :class:`~apiwrap.adapters.Adapter` protocol) forwards each request to
   the least busy of a pool of query actors, each holding the vendor's adapter built on its own
   machine, so requests leave from worker machines.
@@ -37,6 +38,7 @@ from apiwrap.adapters import Adapter, AnswerLost, ImageLimits, VendorAnswer, Ven
 from apiwrap.errors import ConfigurationError, ImageError, MissingExtra
 
 if TYPE_CHECKING:  # a query worker imports this module: it must not pay for torch
+    from apiwrap.denoisers import Denoiser, DenoiserProvenance
     from apiwrap.engine.images import SourceImage
     from apiwrap.engine.samples import PreparedSample
     from apiwrap.statistics.procedures import CertificationSettings
@@ -47,6 +49,7 @@ __all__ = [
     "RayOptions",
     "RayPreparer",
     "RayWorkers",
+    "disagreeing_worker",
     "require_ray",
     "start_workers",
 ]
@@ -99,23 +102,22 @@ class PreparationWorker:
     """Ray actor: loads the job's denoiser once and prepares batches of samples."""
 
     def __init__(self, denoiser: str, sigma: float, seed: int, force: bool) -> None:
-        from apiwrap.engine.jobs import load_denoise
+        from apiwrap.denoisers import load_denoiser
 
         self._seed, self._sigma = seed, sigma
-        self._denoise: Any = None
+        self._denoiser: Denoiser | None = None
         self._failure: _StartFailure | None = None
         try:
-            self._denoise = load_denoise(denoiser, sigma, force=force)
+            self._denoiser = load_denoiser(denoiser, sigma, force=force)
         except Exception as exc:  # reported by ready(): a missing checkpoint is the user's to fix
             self._failure = _StartFailure(exc)
 
-    def ready(self) -> str | _StartFailure | None:
-        """The sha256 of the denoiser's weights (``None`` without a denoiser), checked by the driver."""
-        from apiwrap.engine.jobs import weights_digest
-
+    def ready(self) -> DenoiserProvenance | _StartFailure:
+        """The provenance record of the denoiser this worker loaded, checked by the driver."""
         if self._failure is not None:
             return self._failure
-        return weights_digest(self._denoise) if self._denoise is not None else None
+        assert self._denoiser is not None
+        return self._denoiser.provenance
 
     def prepare(
         self, images: dict[str, SourceImage], requests: Sequence[tuple[str, int]]
@@ -123,7 +125,7 @@ class PreparationWorker:
         from apiwrap.engine.samples import prepare_samples
 
         return prepare_samples(
-            self._denoise, self._seed, self._sigma, [(images[digest], index) for digest, index in requests]
+            self._denoiser, self._seed, self._sigma, [(images[digest], index) for digest, index in requests]
         )
 
 
@@ -308,6 +310,8 @@ class RayWorkers:
 
     preparer: RayPreparer
     adapter: RayAdapter
+    #: Each distinct provenance record of the preparation workers; all agree on what decides the bytes.
+    denoisers: tuple[DenoiserProvenance, ...]
 
 
 async def start_workers(
@@ -318,15 +322,15 @@ async def start_workers(
     vendor_options: dict[str, Any],
     adapter: Adapter | None,
     force_denoiser: bool,
-    denoiser_sha256: str | None,
     batch_size: int,
 ) -> RayWorkers:
     """Join (or start) the cluster, start the job's actors and wait until all are ready.
 
     ``adapter``, when given, is copied (pickled) into every query actor instead of building
     the vendor's adapter there: a seam for tests and for adapters that pickle.
-    Each preparation actor must load the same denoiser weights as the driver bound in the
-    journal; a node with another checkpoint installed is refused before any query is sent.
+    Every preparation actor must report the same denoiser provenance (weights digest, runtime,
+    device kind, precision): a node with another checkpoint, runtime or device is refused
+    before any query is sent.
     """
     ray = require_ray()
     if not ray.is_initialized():
@@ -371,7 +375,7 @@ async def start_workers(
     ]
     try:
         async with asyncio.timeout(options.start_timeout_s):
-            digests = await asyncio.gather(*(actor.ready.remote() for actor in preparation))
+            records = await asyncio.gather(*(actor.ready.remote() for actor in preparation))
             profiles = await asyncio.gather(*(actor.ready.remote() for actor in query))
     except TimeoutError:
         _kill_all(ray, preparation + query)
@@ -379,17 +383,38 @@ async def start_workers(
             f"Ray did not start {preparation_count} preparation and {query_count} query workers within "
             f"{options.start_timeout_s:g} s; the cluster has {cpus:g} CPUs and {gpus:g} GPUs"
         ) from None
-    failures = [answer.message for answer in (*digests, *profiles) if isinstance(answer, _StartFailure)]
-    wrong = [d for d in digests if not isinstance(d, _StartFailure) and d != denoiser_sha256]
-    if failures or wrong:
+    failures = [answer.message for answer in (*records, *profiles) if isinstance(answer, _StartFailure)]
+    loaded = [record for record in records if not isinstance(record, _StartFailure)]
+    disagreement = None if failures else disagreeing_worker(loaded)
+    if failures or disagreement:
         _kill_all(ray, preparation + query)
-        if failures:
-            raise ConfigurationError(f"a Ray worker could not start: {failures[0]}")
         raise ConfigurationError(
-            f"a Ray worker loaded denoiser {settings.denoiser!r} with other weights (sha256 {wrong[0]}) than "
-            f"this machine ({denoiser_sha256}); install the same checkpoint on every node"
+            f"a Ray worker could not start: {failures[0]}" if failures else str(disagreement)
         )
-    return RayWorkers(RayPreparer(preparation, batch_size=batch_size), RayAdapter(query, profiles[0]))
+    return RayWorkers(
+        RayPreparer(preparation, batch_size=batch_size),
+        RayAdapter(query, profiles[0]),
+        tuple(dict.fromkeys(loaded)),
+    )
+
+
+def disagreeing_worker(records: Sequence[DenoiserProvenance]) -> str | None:
+    """Why preparation workers with these records cannot prepare one job's samples (the first
+    worker whose record differs from worker 0's, and how), or None when they all agree."""
+    first = records[0]
+    for worker, record in enumerate(records[1:], start=1):
+        changed = record.differences(first.deciding())
+        if changed:
+            details = "; ".join(
+                f"{field}: {theirs} on worker 0, {ours} on worker {worker}"
+                for field, (theirs, ours) in changed.items()
+            )
+            return (
+                f"Ray preparation workers would make other bytes for the same sample ({details}): "
+                "give every node the same denoiser files, runtime (onnxruntime installed or not) and "
+                "device kind"
+            )
+    return None
 
 
 def _kill_all(ray: ModuleType, actors: list[Any]) -> None:

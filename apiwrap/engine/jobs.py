@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 from apiwrap.adapters import Adapter, create_adapter
 from apiwrap.adapters.base import LABEL_RULE_VERSION
 from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
+from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
 from apiwrap.engine.distributed import RayOptions, RayPreparer, start_workers
 from apiwrap.engine.journal import Journal
@@ -30,7 +30,7 @@ from apiwrap.engine.settings import JOB_NAME
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
-__all__ = ["JobReport", "JobSpec", "journal_path", "load_denoise", "run_job"]
+__all__ = ["JobReport", "JobSpec", "journal_path", "run_job"]
 
 
 def journal_path(runs_dir: Path, job: str) -> Path:
@@ -86,37 +86,16 @@ class JobReport:
     samples_prepared: int = 0
 
 
-def load_denoise(name: str, sigma: float, *, force: bool = False) -> Any:
-    """The denoiser callable for ``name`` (None for ``none``), loaded once per job."""
-    if name == "none":
-        return None
-    from apiwrap.denoisers import load_denoiser
-
-    return load_denoiser(name, sigma, force=force)
-
-
-def weights_digest(denoise: Any) -> str:
-    """sha256 of a denoiser's weights: what the journal binds, whatever the checkpoint is called."""
-    digest = hashlib.sha256()
-    for name, tensor in denoise.network.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _provenance(adapter: Adapter, denoiser_sha256: str | None) -> dict[str, object]:
-    """What decides the votes besides the settings, bound with them in the journal.
+def _provenance(adapter: Adapter) -> dict[str, object]:
+    """What decides the votes besides the settings and the denoiser, bound with them in the journal.
 
     The label rule and the vendor's model options (``max_labels``, a model version, ...) change
-    which label a query votes for; the denoiser's weights change what is sent.
+    which label a query votes for (the Engine binds the denoiser's record, which decides what is sent).
     """
-    provenance: dict[str, object] = {
+    return {
         "label_rule": LABEL_RULE_VERSION,
         "model_options": dict(getattr(adapter, "model_options", {})),
     }
-    if denoiser_sha256 is not None:
-        provenance["denoiser_sha256"] = denoiser_sha256
-    return provenance
 
 
 def _allocator(spec: JobSpec, budget: Budget, micro_usd_per_query: int) -> BudgetAllocator | None:
@@ -167,22 +146,24 @@ async def run_job(
     prices = price_table or (PriceTable.load(spec.prices) if spec.prices else PriceTable.default())
     price = prices.price(spec.settings.vendor)
     path = journal_path(spec.runs_dir, spec.job)
+    # Loading a checkpoint reads files and builds a network: off the event loop, and before the
+    # journal exists, so a denoiser that cannot run this job (unknown, another sigma) leaves none.
+    # On Ray the workers load their own, and this load is that check.
+    denoiser = await asyncio.to_thread(
+        load_denoiser, spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser
+    )
     journal = Journal(path)
     try:
         in_flight_before = journal.unfinished_attempts()
         spent_micro_usd, spent_queries = journal.spent()
         budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
-        # Loading a checkpoint reads files and builds a network: keep it off the event loop.
-        denoise = await asyncio.to_thread(
-            load_denoise, spec.settings.denoiser, spec.settings.sigma, force=spec.force_denoiser
-        )
-        denoiser_sha256 = weights_digest(denoise) if denoise is not None else None
         preparer: SamplePreparer | RayPreparer
         if spec.ray is None:
             adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
             preparer = SamplePreparer(
-                denoise, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
+                denoiser, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
             )
+            prepared_by = [denoiser.provenance]
             batches_in_flight = 1
         else:
             workers = await start_workers(
@@ -192,10 +173,10 @@ async def run_job(
                 vendor_options=spec.vendor_options,
                 adapter=adapter,
                 force_denoiser=spec.force_denoiser,
-                denoiser_sha256=denoiser_sha256,
                 batch_size=spec.denoise_batch,
             )
-            adapter, preparer = workers.adapter, workers.preparer
+            # the workers prepare the bytes sent: their record is the one the journal binds
+            adapter, preparer, prepared_by = workers.adapter, workers.preparer, workers.denoisers
             batches_in_flight = preparer.batches_in_flight
         scheduler = QueryScheduler(
             adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
@@ -206,6 +187,7 @@ async def run_job(
             journal,
             scheduler,
             preparer,
+            denoisers=prepared_by,
             images_in_flight=spec.images_in_flight,
             prepare_ahead=max(
                 spec.denoise_batch * batches_in_flight,
@@ -213,7 +195,7 @@ async def run_job(
             ),
             on_query=on_query,
             on_result=on_result,
-            provenance=_provenance(adapter, denoiser_sha256),
+            provenance=_provenance(adapter),
             allocator=allocator,
         )
         try:

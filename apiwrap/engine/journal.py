@@ -2,9 +2,10 @@
 
 One file per job. It records the job's parameters, each image's digest and outcome, one
 row per query (sample index, digest of the bytes sent, final outcome, raw answer, top-1
-label, model version, cost) and one row per attempt (the ledger: what was sent, when, and
-whether it was billed). A vote counts only once its row is committed, so a job killed at
-any point resumes without re-buying an answered query or re-drawing a consumed index.
+label, model version, cost), one row per attempt (the ledger: what was sent, when, and
+whether it was billed) and one row per run (when, which apiwrap, which denoisers). A vote
+counts only once its row is committed, so a job killed at any point resumes without
+re-buying an answered query or re-drawing a consumed index.
 
 Credentials never reach this file: adapters keep them out of raw answers and errors.
 """
@@ -16,14 +17,15 @@ import json
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apiwrap.errors import JournalError
 from apiwrap.statistics.votes import QueryRecord
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "JournalRun"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +63,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     billed INTEGER,
     cost_micro_usd INTEGER
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    apiwrap_version TEXT NOT NULL,
+    denoisers TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS replays (
     replay_id INTEGER PRIMARY KEY,
     replayed_at REAL NOT NULL,
@@ -68,6 +76,17 @@ CREATE TABLE IF NOT EXISTS replays (
     changed TEXT NOT NULL
 );
 """
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRun:
+    """One run of a job (the first, or a resume) as the journal recorded it."""
+
+    started_at: float
+    apiwrap_version: str
+    #: The provenance record (``DenoiserProvenance.to_json()``) of each distinct denoiser that
+    #: prepared this run's samples: the local one, or those of the Ray workers.
+    denoisers: list[dict[str, Any]]
 
 
 class Journal:
@@ -91,6 +110,14 @@ class Journal:
         row = self._db.execute("SELECT value FROM job WHERE key = 'parameters'").fetchone()
         return json.loads(row[0]) if row else None
 
+    def changed_parameters(self, parameters: dict[str, Any]) -> list[str]:
+        """The keys whose value in ``parameters`` differs from the stored one (none stored: none)."""
+        stored = self.parameters()
+        if stored is None:
+            return []
+        keys = parameters.keys() | stored.keys()
+        return sorted(key for key in keys if stored.get(key) != parameters.get(key))
+
     def bind_parameters(self, parameters: dict[str, Any]) -> None:
         """Store the job's parameters, or check they equal those already stored."""
         stored = self.parameters()
@@ -99,15 +126,26 @@ class Journal:
                 "INSERT INTO job VALUES ('parameters', ?)", (json.dumps(parameters, sort_keys=True),)
             )
             return
-        changed = sorted(
-            key for key in parameters.keys() | stored.keys() if stored.get(key) != parameters.get(key)
-        )
+        changed = self.changed_parameters(parameters)
         if changed:
             details = ", ".join(f"{key}: {stored.get(key)!r} -> {parameters.get(key)!r}" for key in changed)
             raise JournalError(
                 f"job {self.path.stem!r} was started with other parameters ({details}); "
                 "use a new --job name, or the same parameters to resume"
             )
+
+    def record_run(self, apiwrap_version: str, denoisers: Sequence[dict[str, Any]]) -> None:
+        """Record that a run of the job starts, with what it does not bind but may explain later
+        (the apiwrap and runtime versions that prepared its samples)."""
+        self._db.execute(
+            "INSERT INTO runs (started_at, apiwrap_version, denoisers) VALUES (?, ?, ?)",
+            (time.time(), apiwrap_version, json.dumps(list(denoisers), sort_keys=True)),
+        )
+
+    def runs(self) -> list[JournalRun]:
+        """Every run of the job, oldest first."""
+        rows = self._db.execute("SELECT started_at, apiwrap_version, denoisers FROM runs ORDER BY run_id")
+        return [JournalRun(started, version, json.loads(denoisers)) for started, version, denoisers in rows]
 
     def record_replay(self, parameters: dict[str, Any], changed: dict[str, dict[str, Any]]) -> None:
         """Record that the votes were re-certified, with the parameters used and those that
@@ -235,6 +273,20 @@ class Journal:
             "WHERE billed = 1 OR finished_at IS NULL"
         ).fetchone()
         return int(row[0]), int(row[1])
+
+    def in_flight_digests(self) -> dict[tuple[int, int], set[str]]:
+        """sha256 of the bytes of each attempt an earlier run left without an outcome, by
+        (image id, sample index), for samples that have no vote yet: a resumed job re-prepares
+        them and must send these very bytes again."""
+        rows = self._db.execute(
+            "SELECT image_id, sample_index, bytes_digest FROM attempts a WHERE finished_at IS NULL "
+            "AND NOT EXISTS (SELECT 1 FROM queries q WHERE q.image_id = a.image_id "
+            "AND q.sample_index = a.sample_index)"
+        )
+        digests: dict[tuple[int, int], set[str]] = {}
+        for image_id, sample_index, digest in rows:
+            digests.setdefault((image_id, sample_index), set()).add(digest)
+        return digests
 
     def unfinished_attempts(self) -> int:
         """Attempts sent but never answered: the process died with them in flight, so each may

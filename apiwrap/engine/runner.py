@@ -5,6 +5,11 @@ or PREDICT, or a sequential design), giving it a vote source that returns journa
 and buys missing ones. Sample preparation (noise, denoiser, PNG) and vendor
 queries overlap across all images in flight; a bounded number of samples are prepared
 ahead of the vendor so nothing is denoised that cannot be sent soon.
+
+The job's parameters are bound in its journal with the provenance of whatever prepares its
+samples (the denoiser's weights digest, runtime, device kind and precision), so a resume whose
+samples would come from another base classifier is refused before any query; a sample that was
+in flight when the job last stopped is re-sent only if its bytes are those sent then.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from apiwrap import __version__
 from apiwrap.budgets import BudgetExceeded
 from apiwrap.engine.allocator import BudgetAllocator
 from apiwrap.engine.images import ENCODING, SourceImage, check_vendor_limits, load_image
@@ -21,17 +28,27 @@ from apiwrap.engine.journal import Journal
 from apiwrap.engine.noise import NOISE_SCHEME
 from apiwrap.engine.samples import SamplePreparer
 from apiwrap.engine.scheduler import QueryScheduler
-from apiwrap.errors import ImageError, JobAborted
+from apiwrap.errors import ImageError, JobAborted, JournalError
 from apiwrap.statistics.allocation import Admission, ImageState
 from apiwrap.statistics.fixed import AbstainReason
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult, run_procedure
 from apiwrap.statistics.votes import FAILED_QUERY, QueryRecord
 
+if TYPE_CHECKING:
+    from apiwrap.denoisers import DenoiserProvenance
+
 __all__ = ["Engine"]
+
+#: Journal keys of the denoiser's deciding fields: ``denoiser_weights_sha256``, ``denoiser_runtime``, ...
+_DENOISER_KEY = "denoiser_{}"
 
 
 class Engine:
-    """Runs one job: certifies images through a scheduler, journaling every vote."""
+    """Runs one job: certifies images through a scheduler, journaling every vote.
+
+    ``denoisers`` are the provenance records of what prepares the samples: the local denoiser's,
+    or each distinct one of the Ray workers (they agree on every deciding field).
+    """
 
     def __init__(
         self,
@@ -40,6 +57,7 @@ class Engine:
         scheduler: QueryScheduler,
         preparer: SamplePreparer,
         *,
+        denoisers: Sequence[DenoiserProvenance],
         images_in_flight: int = 4,
         prepare_ahead: int = 32,
         on_query: Callable[[], None] | None = None,
@@ -61,11 +79,20 @@ class Engine:
         self._on_result = on_result or (lambda result: None)
         self.budget_exhausted = False
         self._allocator = allocator
-        # Provenance (e.g. the denoiser's weights digest) is bound with the settings: a
-        # retrained checkpoint under the same name must not resume another's votes.
-        journal.bind_parameters(
-            dataclasses.asdict(settings) | {"noise": NOISE_SCHEME, "encoding": ENCODING} | (provenance or {})
+        # What decides the bytes sent is bound with the settings: a retrained checkpoint under
+        # the same name, or another runtime or device, must not resume another's votes.
+        denoiser = {_DENOISER_KEY.format(field): value for field, value in denoisers[0].deciding().items()}
+        parameters = (
+            dataclasses.asdict(settings)
+            | {"noise": NOISE_SCHEME, "encoding": ENCODING}
+            | (provenance or {})
+            | denoiser
         )
+        _refuse_another_base_classifier(journal, parameters, denoisers[0])
+        journal.bind_parameters(parameters)
+        journal.record_run(__version__, [record.to_json() for record in denoisers])
+        # Attempts an earlier run left in flight are re-sent: with their bytes, or not at all.
+        self._sent_before = journal.in_flight_digests()
 
     async def run(self, images: list[tuple[str, Path | bytes]]) -> list[ImageResult]:
         """Certify every image; one image's failure never stops the others."""
@@ -189,9 +216,40 @@ class Engine:
         async with self._ahead:
             self._scheduler.check_affordable()
             sample = await self._preparer.prepare(image, index)
+            sent_before = self._sent_before.get((image_id, index), set())
+            if sent_before - {sample.digest}:
+                # The vendor may have answered the bytes sent then; a vote for other bytes would
+                # come from another base classifier. Nothing is sent, and no image goes on.
+                error = _other_bytes(image.name, index, sample.digest, sent_before)
+                self._scheduler.abort(error)
+                raise error
             record = await self._scheduler.query(image_id, index, sample.data, sample.digest)
         self._on_query()
         return record
+
+
+def _other_bytes(image: str, index: int, prepared: str, sent: set[str]) -> JobAborted:
+    others = ", ".join(sorted(sent - {prepared}))
+    return JobAborted(
+        f"{image}, sample {index}: the bytes prepared again for this sample, in flight when the job "
+        f"last stopped, have sha256 {prepared}, not {others} as sent then: the base classifier changed "
+        "since the job started (another denoiser runtime, device or machine); nothing was sent for "
+        "it. Resume where the job started, or start a new job"
+    )
+
+
+def _refuse_another_base_classifier(
+    journal: Journal, parameters: dict[str, object], denoiser: DenoiserProvenance
+) -> None:
+    """A resume that differs from the job only in what decides the bytes is refused with what
+    differs and how to fix it; any other difference is left to ``Journal.bind_parameters``."""
+    changed = journal.changed_parameters(parameters)
+    keys = {_DENOISER_KEY.format(field): field for field in denoiser.deciding()}
+    if not changed or not set(changed) <= keys.keys():
+        return
+    stored = journal.parameters() or {}
+    refusal = denoiser.refusal({field: stored.get(key) for key, field in keys.items()})
+    raise JournalError(f"job {journal.path.stem!r} cannot resume here: {refusal}")
 
 
 def _most_telling(errors: Sequence[BaseException]) -> BaseException:

@@ -168,6 +168,12 @@ class QueryScheduler:
                 requested=cost,
             )
 
+    def abort(self, error: JobAborted) -> None:
+        """Stop the job: no request leaves from now on, and every query raises ``error``
+        (requests already sent are still awaited and journaled). The first cause is kept."""
+        if self.aborted is None:
+            self.aborted = error
+
     async def aclose(self) -> None:
         """Stop dispatching and wait for requests already sent: their answers may be billed,
         so they are settled and journaled rather than cancelled."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from apiwrap.engine.journal import Journal
+from apiwrap.engine.journal import Journal, JournalRun
 from apiwrap.errors import JournalError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 from apiwrap.statistics.votes import QueryRecord
@@ -38,7 +38,8 @@ class JobRecord:
     name: str
     journal: Path
     settings: CertificationSettings
-    #: Everything bound in the journal: the settings plus noise scheme, encoding, denoiser digest.
+    #: Everything bound in the journal: the settings plus noise scheme, encoding, label rule, the
+    #: vendor's model options and the denoiser's provenance (weights digest, runtime, device, precision).
     parameters: dict[str, Any]
     images: list[ImageRecord]
     spent_micro_usd: int
@@ -46,6 +47,8 @@ class JobRecord:
     #: (first query sent, last query answered), epoch seconds; None if nothing was sent.
     activity: tuple[float, float] | None
     outcomes: dict[str, int]
+    #: Each run of the job (the first and every resume): when, which apiwrap, which denoisers.
+    runs: list[JournalRun]
 
     @property
     def results(self) -> list[ImageResult]:
@@ -92,6 +95,7 @@ def load_job(path: Path) -> JobRecord:
             billed_queries=billed_queries,
             activity=journal.activity_span(),
             outcomes=dict(journal.outcome_counts()),
+            runs=journal.runs(),
         )
     finally:
         journal.close()

@@ -71,24 +71,22 @@ def _shown_votes(job: JobRecord, image: ImageRecord, count: int) -> list[QueryRe
 
 
 def _load_denoiser(job: JobRecord) -> tuple[Denoise | None, str | None]:
-    """(denoise callable or None, why the copies cannot be shown or None)."""
-    name = job.settings.denoiser
-    if name == "none":
-        return None, None
-    from apiwrap.engine.jobs import load_denoise, weights_digest
+    """(denoiser or None, why the copies cannot be shown or None)."""
+    from apiwrap.denoisers import load_denoiser
 
+    name = job.settings.denoiser
     try:
         # The job may have run with --force-denoiser; the weights digest below is the real check.
-        denoise = load_denoise(name, job.settings.sigma, force=True)
+        denoiser = load_denoiser(name, job.settings.sigma, force=True)
     except (ApiwrapError, OSError) as exc:
         return None, f"denoiser {name!r} cannot be loaded here ({exc}); noisy copies not shown"
-    recorded = job.parameters.get("denoiser_sha256")
-    if recorded is not None and weights_digest(denoise) != recorded:
+    recorded = job.parameters.get("denoiser_weights_sha256")
+    if recorded is not None and denoiser.provenance.weights_sha256 != recorded:
         return None, (
             f"denoiser {name!r} here has other weights than the job used (sha256 differs); "
             "noisy copies not shown"
         )
-    return denoise, None
+    return denoiser, None
 
 
 def gather_evidence(

@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 
 from apiwrap.budgets import format_usd
+from apiwrap.engine.journal import JournalRun
 from apiwrap.errors import ConfigurationError
 from apiwrap.reports._job import ImageRecord, JobRecord
 from apiwrap.reports.curve import curve_png
@@ -89,10 +90,26 @@ def _spend(job: JobRecord) -> str:
         rows.append(
             ("vendor activity", f"{_utc(first)} to {_utc(last)} ({last - first:.1f} s, every run of the job)")
         )
+    for number, run in enumerate(job.runs, start=1):
+        rows.append(
+            (f"run {number}", f"{_utc(run.started_at)}: apiwrap {run.apiwrap_version}; " + _prepared_by(run))
+        )
     statuses = Counter(image.status for image in job.images)
     rows.append(("images", ", ".join(f"{count} {status}" for status, count in sorted(statuses.items()))))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
+
+
+def _prepared_by(run: JournalRun) -> str:
+    """Which denoisers prepared a run's samples, e.g. "ffdnet in onnxruntime 1.32.0 on cpu, float32"."""
+    described = [
+        "no denoiser"
+        if record["runtime"] == "none"
+        else f"{record['name']} in {record['runtime']} {record['runtime_version']} on {record['device']}, "
+        f"{record['precision']}"
+        for record in run.denoisers
+    ]
+    return "; ".join(described)
 
 
 def _meaning(job: JobRecord) -> str:

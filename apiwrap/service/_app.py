@@ -24,8 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from apiwrap.adapters import create_adapter
 from apiwrap.budgets import PriceTable, format_usd
-from apiwrap.denoisers import available_denoisers
-from apiwrap.engine.jobs import load_denoise
+from apiwrap.denoisers import available_denoisers, load_denoiser
 from apiwrap.engine.settings import CertificationOptions, resolve_settings
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
 from apiwrap.service._errors import (
@@ -212,7 +211,7 @@ def _settings(request: Request, params: CertifyQuery, upload: Upload, mode: Mode
 @functools.lru_cache(maxsize=64)
 def _check_denoiser(name: str, sigma: float) -> None:
     """Load the denoiser once to see that it fits sigma (a success is cached; the model is not kept)."""
-    load_denoise(name, sigma)
+    load_denoiser(name, sigma)
 
 
 async def _checked_upload(
