@@ -29,7 +29,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import numpy as np
 from PIL import Image
 
-from apiwrap.adapters import Adapter, VendorAnswer, VendorError, create_adapter
+from apiwrap.adapters import Adapter, VendorAnswer, VendorError, check_adapter, create_adapter
 from apiwrap.budgets import PriceTable, parse_usd
 from apiwrap.engine.images import encode_png, find_images, to_uint8
 from apiwrap.engine.jobs import JobSpec, run_job
@@ -103,7 +103,7 @@ class _Borrowed:
         self.name = adapter.name
         self.max_batch = adapter.max_batch
         self.limits = adapter.limits
-        self.model_options = dict(getattr(adapter, "model_options", {}))
+        self.model_options = dict(adapter.model_options)
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         return await self._adapter.label_batch(images)
@@ -137,15 +137,11 @@ class Certifier:
     ) -> None:
         if isinstance(vendor, str):
             self.vendor = vendor
-        elif isinstance(vendor, Adapter):
+        else:
+            check_adapter(vendor)
             if vendor_options or emulate:
                 raise ConfigurationError("vendor_options and emulate apply to a vendor given by name")
             self.vendor = vendor.name
-        else:
-            raise ConfigurationError(
-                f"vendor must be a vendor name or an adapter (name, max_batch, limits, label_batch, "
-                f"aclose), got {type(vendor).__name__}"
-            )
         self._given = None if isinstance(vendor, str) else vendor
         self._vendor_options = dict(vendor_options or {})
         self._emulate = emulate

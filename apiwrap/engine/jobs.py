@@ -114,7 +114,7 @@ def _provenance(adapter: Adapter, denoiser_sha256: str | None) -> dict[str, obje
     """
     provenance: dict[str, object] = {
         "label_rule": LABEL_RULE_VERSION,
-        "model_options": dict(getattr(adapter, "model_options", {})),
+        "model_options": dict(adapter.model_options),
     }
     if denoiser_sha256 is not None:
         provenance["denoiser_sha256"] = denoiser_sha256
