@@ -18,7 +18,7 @@ import asyncio
 import datetime
 import io
 import os
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,7 +29,7 @@ from typing import Any, TypedDict, TypeVar, Unpack
 import numpy as np
 from PIL import Image
 
-from apiwrap.adapters import Adapter, VendorAnswer, VendorError, check_adapter, create_adapter
+from apiwrap.adapters import Adapter, check_adapter, create_adapter
 from apiwrap.budgets import PriceTable, parse_usd
 from apiwrap.engine.images import encode_png, find_images, to_uint8
 from apiwrap.engine.jobs import JobSpec, run_job
@@ -93,23 +93,6 @@ class JobResult:
     #: Requests sent by this run (a resumed job re-sends nothing already answered).
     requests: int
     seconds: float
-
-
-class _Borrowed:
-    """An adapter lent to one job, which closes what it is given: this one outlives the job."""
-
-    def __init__(self, adapter: Adapter) -> None:
-        self._adapter = adapter
-        self.name = adapter.name
-        self.max_batch = adapter.max_batch
-        self.limits = adapter.limits
-        self.model_options = dict(adapter.model_options)
-
-    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        return await self._adapter.label_batch(images)
-
-    async def aclose(self) -> None:
-        return None
 
 
 class Certifier:
@@ -247,7 +230,7 @@ class Certifier:
             allocate=allocate,
         )
         report = await run_job(
-            spec, named, on_query=on_query, adapter=_Borrowed(self._adapter), price_table=self._prices
+            spec, named, on_query=on_query, adapter=self._adapter, price_table=self._prices
         )
         return JobResult(
             job=spec.job,

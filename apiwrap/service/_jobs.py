@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import math
 import secrets
@@ -42,14 +43,14 @@ from typing import Any, Literal
 from apiwrap.budgets import Budget, PriceTable, Reservation, format_usd, from_micro_usd
 from apiwrap.engine.jobs import JobSpec, journal_path, run_job
 from apiwrap.engine.journal import Journal
-from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+from apiwrap.engine.scheduler import RequestOutcome, RetryPolicy, VendorLimits
 from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Busy, Conflict, IdempotencyKeyReused, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
 from apiwrap.service._models import Job, Progress, Settings, Spend
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
-from apiwrap.service._vendors import JobAdapter, SharedVendor
+from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobManager", "JobView"]
@@ -380,40 +381,47 @@ class JobManager:
             settings=settings,
             job=row.id,
             runs_dir=self._config.runs_dir,
-            # The vendor's rate limit is enforced by its shared gate; the scheduler's timeout
-            # covers the wait for a turn there too (the vendor's own timeout is the gate's).
+            # The vendor's rate limit is enforced by its shared gate, where a request waits at
+            # most queue_timeout_s for its turn; the vendor's timeout starts once it is granted.
             limits=VendorLimits(
                 requests_per_second=None,
                 concurrency=vendor.concurrency,
-                request_timeout_s=vendor.request_timeout_s + self._config.queue_timeout_s,
+                request_timeout_s=vendor.request_timeout_s,
+                queue_timeout_s=self._config.queue_timeout_s,
             ),
             retry=_RETRY,
             max_usd=caps[0],
             max_queries=caps[1],
         )
 
-        def billed(count: int) -> None:
-            job.billed += count
-
-        adapter = JobAdapter(vendor, row.tenant, self._metrics, billed)
         named: list[tuple[str, Path | bytes]] = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
         self._running[row.id] = job
-        job.task = asyncio.create_task(self._run(job, spec, adapter, named), name=f"apiwrap-{row.id}")
+        job.task = asyncio.create_task(self._run(job, spec, vendor, named), name=f"apiwrap-{row.id}")
 
     # -- running ------------------------------------------------------------------------
 
     def _tick(self, job: _Running) -> None:
         job.queries_done += 1
 
+    def _request_sent(self, job: _Running, request: RequestOutcome) -> None:
+        count_request(self._metrics, job.settings.vendor, job.row.tenant, request)
+        job.billed += request.billed_queries  # the job's spend while it runs (see _view)
+
     async def _run(
-        self, job: _Running, spec: JobSpec, adapter: JobAdapter, images: list[tuple[str, Path | bytes]]
+        self, job: _Running, spec: JobSpec, vendor: SharedVendor, images: list[tuple[str, Path | bytes]]
     ) -> None:
         status: JobStatus = "done"
         error: str | None = None
         exhausted = False
         try:
             report = await run_job(
-                spec, images, on_query=lambda: self._tick(job), adapter=adapter, price_table=self._prices
+                spec,
+                images,
+                on_query=lambda: self._tick(job),
+                adapter=vendor.adapter,
+                price_table=self._prices,
+                gate=functools.partial(vendor.gate.slot, job.row.tenant),
+                on_request=lambda request: self._request_sent(job, request),
             )
             exhausted = report.budget_exhausted
             self._count_results(job.settings, report.results)
