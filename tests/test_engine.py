@@ -18,6 +18,7 @@ from apiwrap import adapters
 from apiwrap.adapters import Adapter, AuthError, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.engine.journal import ImageRow, Journal
 from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
 from apiwrap.errors import JournalError
 from apiwrap.statistics.fixed import AbstainReason
@@ -136,6 +137,29 @@ def test_query_cap_stops_the_job_cleanly(tmp_path: Path) -> None:
     assert statuses["budget"] >= 2
     # Queries answered after the first refusal still count for their image, in this run.
     assert sum(r.queries for r in report.results) == _ledger(report.journal)[2] == 150
+
+
+def test_the_journal_names_the_fields_of_each_image_row(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "rows.sqlite")
+    try:
+        done = journal.image_id("a.png")
+        journal.set_digest(done, "pixels-a")
+        journal.finish_image(done, "done", {"status": "certified"}, None)
+        pending = journal.image_id("b.png")
+        rows = journal.images()
+    finally:
+        journal.close()
+    assert rows == [
+        ImageRow(
+            image_id=done,
+            name="a.png",
+            digest="pixels-a",
+            status="done",
+            result={"status": "certified"},
+            error=None,
+        ),
+        ImageRow(image_id=pending, name="b.png", digest=None, status="pending", result=None, error=None),
+    ]
 
 
 def test_resume_sends_nothing_already_answered(tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def _journal_totals(path: Path) -> tuple[int, int, int]:
     journal = Journal.open_existing(path)
     try:
         spent_usd, spent_queries = journal.spent()
-        answered = sum(len(journal.answered(image_id)) for image_id, *_ in journal.images())
+        answered = sum(len(journal.answered(image.image_id)) for image in journal.images())
         return spent_usd, spent_queries, answered
     finally:
         journal.close()
@@ -89,11 +89,11 @@ def _journal_results(path: Path) -> list[tuple[int, dict[str, Any]]]:
     finally:
         journal.close()
     finished = []
-    for _, name, _, status, result, error in rows:
-        if status == "pending":
+    for image in rows:
+        if image.status == "pending":
             continue
-        position = int(name.removeprefix("image-"))
-        finished.append((position, result or {"status": status, "error": error}))
+        position = int(image.name.removeprefix("image-"))
+        finished.append((position, image.result or {"status": image.status, "error": image.error}))
     return sorted(finished, key=lambda item: item[0])
 
 
