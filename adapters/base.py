@@ -129,7 +129,10 @@ class Adapter(Protocol):
 
 
 #: Every member of the interface, in the order the protocol declares them.
-_MEMBERS = ("name", "max_batch", "limits", "model_options", "label_batch", "aclose")
+_MEMBERS = (
+    *Adapter.__annotations__,
+    *(name for name, value in vars(Adapter).items() if callable(value) and not name.startswith("_")),
+)
 #: The members a subclass of :class:`Adapter` inherits.
 _DEFAULTED = ("model_options", "aclose")
 

@@ -202,6 +202,10 @@ def test_an_adapter_object_is_told_what_it_lacks_and_a_subclass_inherits_it(tmp_
         apiwrap.Certifier(_Bare(), runs_dir=tmp_path)
     with pytest.raises(ConfigurationError, match=r"subclass apiwrap\.adapters\.Adapter to inherit"):
         apiwrap.Certifier(_Bare(), runs_dir=tmp_path)
+    with pytest.raises(
+        ConfigurationError, match="object lacks name, max_batch, limits, model_options, label_batch"
+    ):
+        apiwrap.Certifier(object(), runs_dir=tmp_path)  # type: ignore[arg-type]
 
     job = apiwrap.certify(solid_png(), vendor=_Inheriting(), prices=PRICES, runs_dir=tmp_path, n0=3, n=12)
     journal = Journal.open_existing(job.journal)
