@@ -9,7 +9,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from apiwrap.adapters.base import NO_LABEL, Adapter, ImageLimits, Label, VendorAnswer, canonical_label, top1
+from apiwrap.adapters.base import (
+    NO_LABEL,
+    Adapter,
+    ImageLimits,
+    Label,
+    VendorAnswer,
+    canonical_label,
+    check_adapter,
+    top1,
+)
 from apiwrap.adapters.errors import (
     AnswerLost,
     AuthError,
@@ -38,6 +47,7 @@ __all__ = [
     "VendorError",
     "available_vendors",
     "canonical_label",
+    "check_adapter",
     "create_adapter",
     "top1",
 ]

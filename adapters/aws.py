@@ -20,7 +20,7 @@ from botocore.config import Config
 
 from apiwrap.adapters._preflight import label_one_at_a_time
 from apiwrap.adapters._threads import BlockingRunner
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
@@ -134,7 +134,7 @@ def _parse(response: dict[str, Any]) -> VendorAnswer:
     return VendorAnswer(parsed, str(version) if version else None, json.dumps(body, default=str))
 
 
-class RekognitionAdapter:
+class RekognitionAdapter(Adapter):
     """One image per DetectLabels call; ``label_batch`` takes one image at a time."""
 
     name = "aws"
@@ -153,7 +153,7 @@ class RekognitionAdapter:
         self.limits = limits
         self._max_labels = max_labels
         self._min_confidence = min_confidence
-        self.model_options: dict[str, object] = {"max_labels": max_labels, "min_confidence": min_confidence}
+        self.model_options = {"max_labels": max_labels, "min_confidence": min_confidence}
         self._runner = BlockingRunner(max_concurrency, "rekognition")
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:

@@ -19,7 +19,7 @@ from msrest.authentication import CognitiveServicesCredentials
 
 from apiwrap.adapters._preflight import label_one_at_a_time
 from apiwrap.adapters._threads import BlockingRunner
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
@@ -114,7 +114,7 @@ def _parse(response: Any) -> VendorAnswer:
     return VendorAnswer(labels, result.model_version, raw)
 
 
-class AzureAdapter:
+class AzureAdapter(Adapter):
     """One image per Tag call; ``label_batch`` takes one image at a time."""
 
     name = "azure"
@@ -134,7 +134,7 @@ class AzureAdapter:
         self.limits = limits
         self._model_version = model_version
         self._language = language
-        self.model_options: dict[str, object] = {"model_version": model_version, "language": language}
+        self.model_options = {"model_version": model_version, "language": language}
         self._timeout = timeout
         self._runner = BlockingRunner(max_concurrency, "azure-cv")
 

@@ -8,11 +8,13 @@ the bytes to send (already encoded, never altered by the adapter) and receives a
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 from apiwrap.adapters.errors import Rejected, VendorError
+from apiwrap.errors import ConfigurationError
 
 __all__ = [
     "NO_LABEL",
@@ -21,6 +23,7 @@ __all__ = [
     "Label",
     "VendorAnswer",
     "canonical_label",
+    "check_adapter",
     "top1",
 ]
 
@@ -107,16 +110,45 @@ class Adapter(Protocol):
     of a batch). A failure of the whole request is raised instead. Adapters never retry:
     the engine does, with the same bytes, and the SDKs' own retries are off.
 
-    An adapter may also declare ``model_options: dict[str, object]``: the options that decide
-    which labels it returns (AWS ``max_labels``, Azure ``model_version``, ...), never
-    credentials or endpoints. The journal binds them with the job, so a resume with other
-    options is refused. An adapter without them binds none.
+    ``model_options`` are the options that decide which labels the adapter returns (AWS
+    ``max_labels``, Azure ``model_version``, ...), never credentials or endpoints. The journal
+    binds them with the job, so a resume with other options is refused. A class that subclasses
+    ``Adapter`` inherits the defaults: no model options, and an ``aclose`` with nothing to close.
     """
 
     name: str
     max_batch: int
     limits: ImageLimits
+    model_options: Mapping[str, object] = MappingProxyType({})
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]: ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the vendor's client; only whoever built the adapter calls it."""
+        return None
+
+
+#: Every member of the interface, in the order the protocol declares them.
+_MEMBERS = (
+    *Adapter.__annotations__,
+    *(name for name, value in vars(Adapter).items() if callable(value) and not name.startswith("_")),
+)
+#: The members a subclass of :class:`Adapter` inherits.
+_DEFAULTED = ("model_options", "aclose")
+
+
+def check_adapter(candidate: object) -> None:
+    """Raise :class:`ConfigurationError` naming what ``candidate`` lacks of :class:`Adapter`."""
+    missing = [member for member in _MEMBERS if not hasattr(candidate, member)]
+    if not missing:
+        return
+    defaulted = [member for member in missing if member in _DEFAULTED]
+    hint = (
+        f"; subclass apiwrap.adapters.Adapter to inherit the defaults of {' and '.join(defaulted)}"
+        if defaulted
+        else ""
+    )
+    raise ConfigurationError(
+        f"a vendor must be a vendor name or an adapter; {type(candidate).__name__} lacks "
+        f"{', '.join(missing)} of the apiwrap.adapters.Adapter interface{hint}"
+    )

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 
 from apiwrap.adapters._grpc_target import grpc_target
 from apiwrap.adapters._preflight import check_image
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
@@ -121,7 +121,7 @@ def _answer(output: resources_pb2.Output) -> VendorAnswer | VendorError:
     return VendorAnswer(labels, version, json_format.MessageToJson(output, indent=None))
 
 
-class ClarifaiAdapter:
+class ClarifaiAdapter(Adapter):
     """Concepts from one Clarifai model, up to 128 images per request."""
 
     name = "clarifai"
@@ -147,7 +147,7 @@ class ClarifaiAdapter:
         self._model_id, self._version_id = model_id, version_id or ""
         self.limits = limits
         self._max_concepts = max_concepts
-        self.model_options: dict[str, object] = {
+        self.model_options = {
             "user_id": user_id,
             "app_id": app_id,
             "model_id": model_id,

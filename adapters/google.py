@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 
 from apiwrap.adapters._grpc_target import grpc_target
 from apiwrap.adapters._preflight import check_image
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
@@ -107,7 +107,7 @@ def _requests(images: Sequence[bytes]) -> list[list[int]]:
     return groups
 
 
-class GoogleVisionAdapter:
+class GoogleVisionAdapter(Adapter):
     """Label detection, up to 16 images per request."""
 
     name = "google"
@@ -126,7 +126,7 @@ class GoogleVisionAdapter:
         self._api_key = api_key
         self.limits = limits
         self._max_results = max_results
-        self.model_options: dict[str, object] = {"max_results": max_results}
+        self.model_options = {"max_results": max_results}
         self._timeout = timeout
         self._client: vision_v1.ImageAnnotatorAsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

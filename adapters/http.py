@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from apiwrap.adapters._preflight import label_one_at_a_time
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
     AuthError,
     Fatal,
@@ -117,7 +117,7 @@ def _lookup(document: Any, path: str) -> Any:
     return document
 
 
-class HttpAdapter:
+class HttpAdapter(Adapter):
     """One image per request to a configured JSON endpoint."""
 
     name = "http"
@@ -126,7 +126,7 @@ class HttpAdapter:
     def __init__(self, spec: HttpSpec, *, limits: ImageLimits = LIMITS, timeout: float = 30.0) -> None:
         self.spec = spec
         # Where labels are read from decides the votes; the URL, headers and body may hold secrets.
-        self.model_options: dict[str, object] = {
+        self.model_options = {
             "labels_path": spec.labels_path,
             "name_key": spec.name_key,
             "score_key": spec.score_key,

@@ -12,14 +12,14 @@ import json
 from collections.abc import Sequence
 
 from apiwrap.adapters._preflight import check_image
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.emulators.model import ImageModel
 from apiwrap.adapters.errors import Rejected, VendorError
 
 __all__ = ["LocalAdapter", "create"]
 
 
-class LocalAdapter:
+class LocalAdapter(Adapter):
     """Labels images with an ImageNet classifier in this process."""
 
     name = "local"
@@ -29,7 +29,7 @@ class LocalAdapter:
     def __init__(self, model: ImageModel) -> None:
         self._model = model
         self.model_version = f"{model.classifier_name}-top{model.top_k}"
-        self.model_options: dict[str, object] = {"model": model.classifier_name, "top_k": model.top_k}
+        self.model_options = {"model": model.classifier_name, "top_k": model.top_k}
 
     async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
         return list(await asyncio.gather(*(asyncio.to_thread(self._label, image) for image in images)))
@@ -47,9 +47,6 @@ class LocalAdapter:
         labels = tuple(Label(canonical_label(name), score) for name, score in top)
         raw = json.dumps({"labels": [{"name": n, "score": s} for n, s in top], "model": self.model_version})
         return VendorAnswer(labels, self.model_version, raw)
-
-    async def aclose(self) -> None:
-        return None
 
 
 def create(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from apiwrap.adapters import Adapter, VendorAnswer, VendorError, create_adapter
+from apiwrap.adapters import Adapter, check_adapter, create_adapter
 from apiwrap.budgets import PriceTable
 from apiwrap.engine.images import encode_png, find_images, to_uint8
 from apiwrap.engine.jobs import run_job
@@ -83,23 +83,6 @@ class JobResult:
     seconds: float
 
 
-class _Borrowed:
-    """An adapter lent to one job, which closes what it is given: this one outlives the job."""
-
-    def __init__(self, adapter: Adapter) -> None:
-        self._adapter = adapter
-        self.name = adapter.name
-        self.max_batch = adapter.max_batch
-        self.limits = adapter.limits
-        self.model_options = dict(getattr(adapter, "model_options", {}))
-
-    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        return await self._adapter.label_batch(images)
-
-    async def aclose(self) -> None:
-        return None
-
-
 class Certifier:
     """One vendor, opened once and used for any number of jobs; an async context manager.
 
@@ -126,15 +109,11 @@ class Certifier:
     ) -> None:
         if isinstance(vendor, str):
             self.vendor = vendor
-        elif isinstance(vendor, Adapter):
+        else:
+            check_adapter(vendor)
             if vendor_options or emulate:
                 raise ConfigurationError("vendor_options and emulate apply to a vendor given by name")
             self.vendor = vendor.name
-        else:
-            raise ConfigurationError(
-                f"vendor must be a vendor name or an adapter (name, max_batch, limits, label_batch, "
-                f"aclose), got {type(vendor).__name__}"
-            )
         self._given = None if isinstance(vendor, str) else vendor
         self._vendor_options = dict(vendor_options or {})
         self._emulate = emulate
@@ -232,7 +211,7 @@ class Certifier:
         named = _named_images(images)
         spec = job_spec(settings, run, self._connection, runs_dir=self._runs_dir)
         report = await run_job(
-            spec, named, on_query=on_query, adapter=_Borrowed(self._adapter), price_table=self._prices
+            spec, named, on_query=on_query, adapter=self._adapter, price_table=self._prices
         )
         return JobResult(
             job=spec.job,

@@ -91,7 +91,7 @@ def clean_candidate_results(
     """
     journal = Journal.open_existing(journal_path)
     try:
-        votes_by_name = {name: list(journal.votes(image_id)) for image_id, name, *_ in journal.images()}
+        votes_by_name = {image.name: list(journal.votes(image.image_id)) for image in journal.images()}
     finally:
         journal.close()
     rescored = []

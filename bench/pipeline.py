@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from apiwrap.adapters import ImageLimits, Label, Throttled, VendorAnswer, VendorError
+from apiwrap.adapters import Adapter, ImageLimits, Label, Throttled, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.denoisers import load_denoiser, recommended_denoiser
 from apiwrap.engine.images import find_images, load_image
@@ -30,7 +30,7 @@ from apiwrap.statistics.procedures import CertificationSettings
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 
-class LatencyVendor:
+class LatencyVendor(Adapter):
     """Answers after a fixed latency; answers Throttled when more than ``tps`` calls start in a second."""
 
     name = "bench"
@@ -55,9 +55,6 @@ class LatencyVendor:
         self.calls += 1
         await asyncio.sleep(self._latency_s)
         return [VendorAnswer((Label("cat", 0.9),), "bench-1", "{}") for _ in images]
-
-    async def aclose(self) -> None:
-        return None
 
 
 def preparation_rate(denoiser: str, sigma: float, seconds: float = 8.0) -> float:

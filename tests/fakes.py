@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apiwrap.adapters import (
+    Adapter,
     ImageLimits,
     Label,
     MalformedAnswer,
@@ -37,7 +38,7 @@ class FaultRates:
 
 
 @dataclass
-class FaultyVendor:
+class FaultyVendor(Adapter):
     """Answers ``cat`` for most images and ``dog`` for some, decided by the bytes' hash."""
 
     faults: FaultRates = field(default_factory=FaultRates)
@@ -115,6 +116,3 @@ class FaultyVendor:
             with self.ledger_file.open("a") as handle:
                 for image in images:
                     handle.write(f"{outcome} {hashlib.sha256(image).hexdigest()}\n")
-
-    async def aclose(self) -> None:
-        return None

@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 
 import apiwrap
 from apiwrap import CertificationSettings, ConfigurationError, ImageError, JournalError
-from apiwrap.adapters import create_adapter
+from apiwrap.adapters import Adapter, ImageLimits, Label, VendorAnswer, VendorError, create_adapter
 from apiwrap.adapters.base import LABEL_RULE_VERSION
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.engine.journal import Journal
@@ -147,7 +148,7 @@ def test_the_same_job_resumes_without_a_query(tmp_path: Path) -> None:
 
 def test_the_journal_binds_the_label_rule_and_the_vendors_model_options(tmp_path: Path) -> None:
     adapter = ScriptedAdapter([])
-    adapter.model_options = {"max_labels": 10}  # type: ignore[attr-defined]
+    adapter.model_options = {"max_labels": 10}
     job = _certify(solid_png(), tmp_path, adapter, job="bound")
     journal = Journal.open_existing(job.journal)
     try:
@@ -158,7 +159,7 @@ def test_the_journal_binds_the_label_rule_and_the_vendors_model_options(tmp_path
     assert parameters["model_options"] == {"max_labels": 10}
 
     changed = ScriptedAdapter([])
-    changed.model_options = {"max_labels": 5}  # type: ignore[attr-defined]
+    changed.model_options = {"max_labels": 5}
     with pytest.raises(JournalError, match="model_options"):
         _certify(solid_png(), tmp_path, changed, job="bound")
     assert changed.calls == []
@@ -179,12 +180,48 @@ def test_vendor_model_options_name_no_secret_and_no_endpoint(monkeypatch: pytest
     }
     expected = {"aws": "max_labels", "google": "max_results", "azure": "language", "clarifai": "version_id"}
     for vendor, adapter in adapters.items():
-        recorded = json.dumps(adapter.model_options)  # type: ignore[attr-defined]
+        recorded = json.dumps(dict(adapter.model_options))
         assert secret not in recorded and endpoint not in recorded, vendor
         asyncio.run(adapter.aclose())
     for vendor, key in expected.items():
-        assert adapters[vendor].model_options[key] in (7, "de", "v7")  # type: ignore[attr-defined]
-    assert adapters["http"].model_options["labels_path"] == "result.tags"  # type: ignore[attr-defined]
+        assert adapters[vendor].model_options[key] in (7, "de", "v7")
+    assert adapters["http"].model_options["labels_path"] == "result.tags"
+
+
+class _Bare:
+    """An adapter by structure only: no model options, no aclose."""
+
+    name = "scripted"
+    max_batch = 1
+    limits = ImageLimits(max_bytes=10_000_000)
+
+    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
+        return [VendorAnswer((Label("cat", 1.0),), "bare-1", "{}") for _ in images]
+
+
+class _Inheriting(_Bare, Adapter):
+    pass
+
+
+def test_an_adapter_object_is_told_what_it_lacks_and_a_subclass_inherits_it(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"_Bare lacks model_options, aclose of the apiwrap\.adapters\.Adapter"
+    ):
+        apiwrap.Certifier(_Bare(), runs_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match=r"subclass apiwrap\.adapters\.Adapter to inherit"):
+        apiwrap.Certifier(_Bare(), runs_dir=tmp_path)
+    with pytest.raises(
+        ConfigurationError, match="object lacks name, max_batch, limits, model_options, label_batch"
+    ):
+        apiwrap.Certifier(object(), runs_dir=tmp_path)  # type: ignore[arg-type]
+
+    job = apiwrap.certify(solid_png(), vendor=_Inheriting(), prices=PRICES, runs_dir=tmp_path, n0=3, n=12)
+    journal = Journal.open_existing(job.journal)
+    try:
+        assert (journal.parameters() or {})["model_options"] == {}
+    finally:
+        journal.close()
+    assert job.results[0].label == "cat"
 
 
 def test_predict_and_settings_objects(tmp_path: Path) -> None:

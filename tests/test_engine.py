@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apiwrap.adapters import AuthError, VendorAnswer, VendorError
+from apiwrap import adapters
+from apiwrap.adapters import Adapter, AuthError, VendorAnswer, VendorError
 from apiwrap.budgets import Price, PriceTable
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.engine.journal import ImageRow, Journal
 from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
 from apiwrap.errors import JournalError
 from apiwrap.statistics.fixed import AbstainReason
 from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.testing import ScriptedAdapter
 from tests.fakes import FaultRates, FaultyVendor
 
 FAST_RETRY = RetryPolicy(max_attempts=8, deadline_s=30, backoff_base_s=0.0005, backoff_max_s=0.005)
@@ -53,7 +56,7 @@ def _spec(tmp_path: Path, job: str = "job", **overrides: object) -> JobSpec:
     return JobSpec(**options)  # type: ignore[arg-type]
 
 
-def _run(spec: JobSpec, vendor: FaultyVendor, images: list[tuple[str, Path | bytes]]) -> JobReport:
+def _run(spec: JobSpec, vendor: Adapter, images: list[tuple[str, Path | bytes]]) -> JobReport:
     return asyncio.run(run_job(spec, images, adapter=vendor, price_table=PRICES))
 
 
@@ -69,6 +72,26 @@ def _ledger(path: Path) -> tuple[int, int, int]:
 
 def _certificates(report: JobReport) -> list[tuple[str, str, str | None, float | None]]:
     return [(r.image, r.status, r.label, r.radius) for r in report.results]
+
+
+_BUILT: list[ScriptedAdapter] = []
+
+
+def _built_adapter() -> ScriptedAdapter:
+    """The factory of vendor ``fake`` in test_a_job_closes_the_adapter_it_built_and_not_a_lent_one."""
+    _BUILT.append(ScriptedAdapter([], then="cat", name="fake"))
+    return _BUILT[-1]
+
+
+def test_a_job_closes_the_adapter_it_built_and_not_a_lent_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(adapters._REGISTRY, "fake", ("tests.test_engine:_built_adapter", None))
+    lent = ScriptedAdapter([], then="cat", name="fake")
+    _run(_spec(tmp_path, "lent"), lent, _images(1))
+    asyncio.run(run_job(_spec(tmp_path, "built"), _images(1), price_table=PRICES))
+    assert not lent.closed and len(lent.calls) > 0
+    assert [adapter.closed for adapter in _BUILT] == [True]
 
 
 def test_faults_lose_no_vote_and_change_no_certificate(tmp_path: Path) -> None:
@@ -114,6 +137,29 @@ def test_query_cap_stops_the_job_cleanly(tmp_path: Path) -> None:
     assert statuses["budget"] >= 2
     # Queries answered after the first refusal still count for their image, in this run.
     assert sum(r.queries for r in report.results) == _ledger(report.journal)[2] == 150
+
+
+def test_the_journal_names_the_fields_of_each_image_row(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "rows.sqlite")
+    try:
+        done = journal.image_id("a.png")
+        journal.set_digest(done, "pixels-a")
+        journal.finish_image(done, "done", {"status": "certified"}, None)
+        pending = journal.image_id("b.png")
+        rows = journal.images()
+    finally:
+        journal.close()
+    assert rows == [
+        ImageRow(
+            image_id=done,
+            name="a.png",
+            digest="pixels-a",
+            status="done",
+            result={"status": "certified"},
+            error=None,
+        ),
+        ImageRow(image_id=pending, name="b.png", digest=None, status="pending", result=None, error=None),
+    ]
 
 
 def test_resume_sends_nothing_already_answered(tmp_path: Path) -> None:

@@ -162,9 +162,7 @@ class QueryWorker:
             return self._failure
         assert self._adapter is not None
         adapter = self._adapter
-        return _VendorProfile(
-            adapter.name, adapter.max_batch, adapter.limits, dict(getattr(adapter, "model_options", {}))
-        )
+        return _VendorProfile(adapter.name, adapter.max_batch, adapter.limits, dict(adapter.model_options))
 
     async def label_batch(self, images: list[bytes]) -> list[VendorAnswer | VendorError] | _Raised:
         assert self._adapter is not None
@@ -261,7 +259,7 @@ class RayPreparer:
                 request.future.set_exception(error)
 
 
-class RayAdapter:
+class RayAdapter(Adapter):
     """An :class:`~apiwrap.adapters.Adapter` whose requests are sent by a pool of query actors."""
 
     def __init__(self, actors: Sequence[Any], profile: _VendorProfile) -> None:

@@ -1,7 +1,8 @@
 """Composing a job: adapter + denoiser + budget + journal + scheduler + engine.
 
 The CLI (and the service) describe a job with :class:`JobSpec`; :func:`run_job` builds the
-parts, runs the engine and closes everything, whatever happens.
+parts, runs the engine and closes what it built, whatever happens: an adapter it is lent stays
+open for its owner.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from apiwrap.engine.distributed import RayOptions, RayPreparer, start_workers
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.runner import Engine
 from apiwrap.engine.samples import SamplePreparer
-from apiwrap.engine.scheduler import QueryScheduler, RetryPolicy, VendorLimits
+from apiwrap.engine.scheduler import QueryScheduler, RequestGate, RequestOutcome, RetryPolicy, VendorLimits
 from apiwrap.engine.settings import JOB_NAME
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
@@ -94,7 +95,7 @@ def _provenance(adapter: Adapter) -> dict[str, object]:
     """
     return {
         "label_rule": LABEL_RULE_VERSION,
-        "model_options": dict(getattr(adapter, "model_options", {})),
+        "model_options": dict(adapter.model_options),
     }
 
 
@@ -125,12 +126,16 @@ async def run_job(
     on_result: Callable[[ImageResult], None] | None = None,
     adapter: Adapter | None = None,
     price_table: PriceTable | None = None,
+    gate: RequestGate | None = None,
+    on_request: Callable[[RequestOutcome], None] | None = None,
 ) -> JobReport:
     """Run (or resume) a job and return its report; the journal is left complete on disk.
 
     ``on_result`` is called with each image's result as soon as it is journaled (so output can
     be streamed); ``adapter`` and ``price_table`` replace the ones the spec names (a seam for tests and
-    for callers that build their own vendor client).
+    for callers that build their own vendor client); a given adapter is lent, never closed.
+    ``gate`` and ``on_request`` go to the :class:`~apiwrap.engine.scheduler.QueryScheduler`, for a
+    vendor shared with other jobs.
     """
     if spec.emulate and adapter is None:
         from apiwrap.adapters.emulators import emulator
@@ -140,7 +145,13 @@ async def run_job(
                 spec, emulate=False, vendor_options={**spec.vendor_options, "endpoint": endpoint}
             )
             return await run_job(
-                emulated, images, on_query=on_query, on_result=on_result, price_table=price_table
+                emulated,
+                images,
+                on_query=on_query,
+                on_result=on_result,
+                price_table=price_table,
+                gate=gate,
+                on_request=on_request,
             )
     started = time.monotonic()
     prices = price_table or (PriceTable.load(spec.prices) if spec.prices else PriceTable.default())
@@ -158,8 +169,10 @@ async def run_job(
         spent_micro_usd, spent_queries = journal.spent()
         budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
         preparer: SamplePreparer | RayPreparer
+        owned: Adapter | None = None  # built here, so closed here; a lent adapter stays open
         if spec.ray is None:
-            adapter = adapter or create_adapter(spec.settings.vendor, **spec.vendor_options)
+            if adapter is None:
+                adapter = owned = create_adapter(spec.settings.vendor, **spec.vendor_options)
             preparer = SamplePreparer(
                 denoiser, seed=spec.settings.seed, sigma=spec.settings.sigma, batch_size=spec.denoise_batch
             )
@@ -176,10 +189,18 @@ async def run_job(
                 batch_size=spec.denoise_batch,
             )
             # the workers prepare the bytes sent: their record is the one the journal binds
-            adapter, preparer, prepared_by = workers.adapter, workers.preparer, workers.denoisers
+            adapter = owned = workers.adapter
+            preparer, prepared_by = workers.preparer, workers.denoisers
             batches_in_flight = preparer.batches_in_flight
         scheduler = QueryScheduler(
-            adapter, journal, budget, price=price, limits=spec.limits, retry=spec.retry
+            adapter,
+            journal,
+            budget,
+            price=price,
+            limits=spec.limits,
+            retry=spec.retry,
+            gate=gate,
+            on_request=on_request,
         )
         allocator = _allocator(spec, budget, price.micro_usd_per_image)
         engine = Engine(
@@ -203,7 +224,8 @@ async def run_job(
         finally:
             await scheduler.aclose()
             await preparer.aclose()
-            await adapter.aclose()
+            if owned is not None:
+                await owned.aclose()
         return JobReport(
             results=results,
             journal=path,

@@ -25,7 +25,7 @@ from typing import Any
 from apiwrap.errors import JournalError
 from apiwrap.statistics.votes import QueryRecord
 
-__all__ = ["Journal", "JournalRun"]
+__all__ = ["ImageRow", "Journal", "JournalRun"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +87,21 @@ class JournalRun:
     #: The provenance record (``DenoiserProvenance.to_json()``) of each distinct denoiser that
     #: prepared this run's samples: the local one, or those of the Ray workers.
     denoisers: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRow:
+    """One image of a job as the journal keeps it."""
+
+    image_id: int
+    name: str
+    #: The pixel digest, set once the image was decoded (None before).
+    digest: str | None
+    #: ``pending`` until the image ends; then ``done`` (a result to replay) or why it stopped.
+    status: str
+    #: The image's result as :meth:`~apiwrap.statistics.procedures.ImageResult.to_json` wrote it.
+    result: dict[str, Any] | None
+    error: str | None
 
 
 class Journal:
@@ -180,11 +195,15 @@ class Journal:
             (status, json.dumps(result) if result is not None else None, error, image_id),
         )
 
-    def images(self) -> list[tuple[int, str, str | None, str, dict[str, Any] | None, str | None]]:
+    def images(self) -> list[ImageRow]:
+        """Every image of the job, in the order the job first met them."""
         rows = self._db.execute(
             "SELECT image_id, name, digest, status, result, error FROM images ORDER BY image_id"
         )
-        return [(i, n, d, s, json.loads(r) if r else None, e) for i, n, d, s, r, e in rows]
+        return [
+            ImageRow(image_id, name, digest, status, json.loads(result) if result else None, error)
+            for image_id, name, digest, status, result, error in rows
+        ]
 
     # -- queries and the ledger -------------------------------------------------------
 

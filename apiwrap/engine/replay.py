@@ -84,21 +84,22 @@ def replay_journal(
             if getattr(settings, name) != getattr(replayed, name)
         }
         results = []
-        for image_id, name, digest, status, stored_result, error in journal.images():
-            if status != "done":
-                results.append(ImageResult(image=name, status="failed", error=error or f"image {status}"))
+        for image in journal.images():
+            if image.status != "done":
+                error = image.error or f"image {image.status}"
+                results.append(ImageResult(image=image.name, status="failed", error=error))
                 continue
-            votes = {record.sample_index: record for record in journal.votes(image_id)}
+            votes = {record.sample_index: record for record in journal.votes(image.image_id)}
             try:
                 # Where the job's budget allocator stopped the image, the replay stops it too.
-                admit = journaled_stop(stored_result)
+                admit = journaled_stop(image.result)
                 result = asyncio.run(run_procedure(replayed, _journal_fetch(votes), admit))
             except _MissingVotes as exc:
-                raise ConfigurationError(f"{name}: {exc}; the replay would need new queries") from None
-            result.image = name
+                raise ConfigurationError(f"{image.name}: {exc}; the replay would need new queries") from None
+            result.image = image.name
             result.queries = len(votes)
-            result.digest = digest
-            result.certified_space = (stored_result or {}).get("certified_space")
+            result.digest = image.digest
+            result.certified_space = (image.result or {}).get("certified_space")
             results.append(result)
         parameters = dataclasses.asdict(replayed)
         journal.record_replay(parameters, changed)

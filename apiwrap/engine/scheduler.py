@@ -5,13 +5,19 @@ capped) -> settle the price (billed or released) -> record the attempt's outcome
 the SAME bytes if the failure is transient -> commit the final vote. A query that fails
 every attempt is committed as a vote for :data:`~apiwrap.statistics.fixed.FAILED_QUERY` (against
 the candidate), never replaced by a fresh noise draw.
+
+A vendor shared with other jobs (the service's) adds two seams: a ``gate`` each request waits at
+for its turn before it leaves (the vendor's timeout starts once the turn is granted), and an
+``on_request`` observer told what each request that left came to (outcomes, billing, time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from asyncio_throttle import Throttler
@@ -30,7 +36,7 @@ from apiwrap.engine.journal import Journal
 from apiwrap.errors import JobAborted
 from apiwrap.statistics.votes import FAILED_QUERY, QueryRecord
 
-__all__ = ["QueryScheduler", "RetryPolicy", "VendorLimits"]
+__all__ = ["QueryScheduler", "RequestGate", "RequestOutcome", "RetryPolicy", "VendorLimits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +48,25 @@ class VendorLimits:
     request_timeout_s: float = 30.0
     #: How long a batching vendor's request waits for more ready samples to join it.
     batch_linger_s: float = 0.01
+    #: The longest wait for a turn at the scheduler's ``gate``; None waits as long as it takes.
+    queue_timeout_s: float | None = None
+
+
+#: Entered before each request leaves and held until its answer: a turn at a vendor that other
+#: jobs share. Its wait is no part of the request's timeout.
+RequestGate = Callable[[], AbstractAsyncContextManager[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestOutcome:
+    """What one request that reached the vendor came to."""
+
+    #: One per image of the request: ``ok``, or the outcome of its :class:`VendorError`.
+    outcomes: tuple[str, ...]
+    billed_queries: int
+    billed_micro_usd: int
+    #: From the request leaving (its turn at the gate granted) to its answer, failure or timeout.
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +105,10 @@ class _Query:
     raw: str | None = field(default=None, repr=False)
 
 
+def _outcome(result: VendorAnswer | VendorError) -> str:
+    return "ok" if isinstance(result, VendorAnswer) else result.outcome
+
+
 def _reject(query: _Query, error: BaseException) -> None:
     if not query.future.done():
         query.future.set_exception(error)
@@ -104,6 +133,8 @@ class QueryScheduler:
         limits: VendorLimits = VendorLimits(),
         retry: RetryPolicy = RetryPolicy(),
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        gate: RequestGate | None = None,
+        on_request: Callable[[RequestOutcome], None] | None = None,
     ) -> None:
         self.adapter = adapter
         self._journal = journal
@@ -112,6 +143,8 @@ class QueryScheduler:
         self._limits = limits
         self._retry = retry
         self._sleep = sleep
+        self._gate = gate
+        self._on_request = on_request
         self._throttler = _throttler(limits.requests_per_second) if limits.requests_per_second else None
         self._slots = asyncio.Semaphore(limits.concurrency)
         self._waiting: list[_Query] = []
@@ -264,7 +297,7 @@ class QueryScheduler:
         for query, reservation, attempt_id, result in zip(
             sendable, reservations, attempt_ids, results, strict=True
         ):
-            outcome = "ok" if isinstance(result, VendorAnswer) else result.outcome
+            outcome = _outcome(result)
             billed = self._price.bills(outcome)
             self._budget.settle(reservation, billed=billed)
             # The attempt's outcome and a final vote land in one transaction: a kill between
@@ -295,9 +328,35 @@ class QueryScheduler:
 
     async def _send(self, images: list[bytes]) -> list[VendorAnswer | VendorError]:
         self.stats["requests"] += 1
+        if self._throttler is not None:
+            await self._throttler.acquire()
         try:
-            if self._throttler is not None:
-                await self._throttler.acquire()
+            async with self._turn():
+                started = time.monotonic()
+                results = await self._request(images)
+                self._observe(results, time.monotonic() - started)
+                return results
+        except Transient as exc:  # no turn at the gate in time: the request never left
+            return [exc] * len(images)
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self._gate is None:
+            yield
+            return
+        async with contextlib.AsyncExitStack() as turn:
+            try:
+                async with asyncio.timeout(self._limits.queue_timeout_s):
+                    await turn.enter_async_context(self._gate())
+            except TimeoutError:
+                raise Transient(
+                    f"no turn at {self.adapter.name} within {self._limits.queue_timeout_s:g} s"
+                ) from None
+            yield
+
+    async def _request(self, images: list[bytes]) -> list[VendorAnswer | VendorError]:
+        """One call of the adapter; every way it can fail becomes one error per image."""
+        try:
             async with asyncio.timeout(self._limits.request_timeout_s):
                 results = await self.adapter.label_batch(images)
         except VendorError as exc:
@@ -309,6 +368,13 @@ class QueryScheduler:
         if len(results) != len(images):
             return [Fatal(f"adapter returned {len(results)} answers for {len(images)} images")] * len(images)
         return results
+
+    def _observe(self, results: list[VendorAnswer | VendorError], seconds: float) -> None:
+        if self._on_request is None:
+            return
+        outcomes = tuple(_outcome(result) for result in results)
+        billed = sum(self._price.bills(outcome) for outcome in outcomes)
+        self._on_request(RequestOutcome(outcomes, billed, billed * self._price.micro_usd_per_image, seconds))
 
     def _fail(self, query: _Query, error: VendorError) -> None:
         self._commit(

@@ -73,16 +73,16 @@ def load_job(path: Path) -> JobRecord:
         billed = journal.billed_by_image()
         images = [
             ImageRecord(
-                image_id=image_id,
-                name=name,
-                digest=digest,
-                journal_status=status,
-                result=ImageResult(**result) if result is not None else None,
-                error=error,
-                votes=list(journal.votes(image_id)),
-                billed_micro_usd=billed.get(image_id, 0),
+                image_id=image.image_id,
+                name=image.name,
+                digest=image.digest,
+                journal_status=image.status,
+                result=ImageResult(**image.result) if image.result is not None else None,
+                error=image.error,
+                votes=list(journal.votes(image.image_id)),
+                billed_micro_usd=billed.get(image.image_id, 0),
             )
-            for image_id, name, digest, status, result, error in journal.images()
+            for image in journal.images()
         ]
         spent_micro_usd, billed_queries = journal.spent()
         return JobRecord(

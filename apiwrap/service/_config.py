@@ -119,8 +119,8 @@ class ServiceConfig:
     #: So that one tenant cannot take every slot of ``max_running_jobs`` from the others.
     max_running_jobs_per_tenant: int = 8
     prices: Path | None = None
-    #: How long a request may wait for its turn at a vendor shared with other jobs, on top of
-    #: the vendor's own timeout, before its job's scheduler counts it as failed and retries.
+    #: How long a request may wait for its turn at a vendor shared with other jobs (the vendor's
+    #: own timeout starts once it is granted) before its job's scheduler counts it as failed and retries.
     queue_timeout_s: float = 300.0
     #: How long ``POST /v1/certify`` waits for its job before answering 202 with its Location.
     certify_wait_s: float = 60.0

@@ -1,63 +1,44 @@
-"""Jobs of every tenant: admission against the tenant's budget, running, resuming, cancelling.
+"""Jobs of every tenant: starting, running, finishing, resuming, cancelling, and what tenants see.
 
 Every request is a job: ``POST /v1/certify`` makes a one-image job and waits for it, ``POST
-/v1/jobs`` makes a batch job and returns at once. A job runs through
-:func:`apiwrap.engine.jobs.run_job` with its own journal (``runs_dir/<id>.sqlite``), so a restarted
-server resumes a running job under the same name and never re-buys an answered query.
-
-Money: each tenant has one :class:`~budgets.Budget` over all its jobs. A job is admitted by
-reserving, in that budget, an allowance for the queries it still needs plus a margin for
-billed retries (a vendor bills a malformed answer that is then retried), cut down to what the
-tenant has left; that allowance becomes the job's own cap, which the job's scheduler enforces
-query by query. When the job ends the allowance is released and what the job's ledger says it
-spent is charged instead. So concurrent jobs of one tenant can never pass the tenant's cap
-together, and an admitted job never waits for another's money. (A job whose vendor bills more
-retries than the margin stops early with ``budget`` results, as a job at its cap does.)
-
-A job of the fixed design needs a known number of queries; one the tenant cannot pay for in
-full is refused (402) before anything is stored or sent, instead of buying votes that can
-never make a certificate. A sequential design may stop early, so it is admitted with what is
-left, as a resumed job is.
-
-Admission is atomic: the running-job slots (the server's and the tenant's), the allowance and
-the ``Idempotency-Key`` are all taken synchronously, before the first ``await``, and given
-back if storing the job fails, so concurrent requests can never pass a limit together.
+/v1/jobs`` makes a batch job and returns at once. A job is admitted first
+(:mod:`apiwrap.service._admission`: running-job slots, the tenant's money, the
+``Idempotency-Key``, taken atomically before anything is stored), then runs through
+:func:`apiwrap.engine.jobs.run_job` with its own journal (``runs_dir/<id>.sqlite``), so a
+restarted server resumes a running job under the same name and never re-buys an answered query.
+When it ends, what its ledger says it spent is charged to the tenant in place of its allowance.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
-import math
 import secrets
 import time
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from apiwrap.budgets import Budget, PriceTable, Reservation, format_usd, from_micro_usd
+from apiwrap.budgets import Budget, PriceTable, format_usd
 from apiwrap.engine.jobs import JobSpec, journal_path, run_job
 from apiwrap.engine.journal import Journal
-from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
+from apiwrap.engine.scheduler import RequestOutcome, RetryPolicy, VendorLimits
+from apiwrap.service._admission import Admission, Ticket
 from apiwrap.service._config import ServiceConfig, TenantConfig
-from apiwrap.service._errors import Busy, Conflict, IdempotencyKeyReused, NotFound
+from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
 from apiwrap.service._models import Job, Progress, Spend
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
-from apiwrap.service._vendors import JobAdapter, SharedVendor
+from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
 __all__ = ["JobManager", "JobView"]
 
 _RETRY = RetryPolicy()
-#: Allowance for billed retries on top of one billed attempt per query. Throttled and failed
-#: attempts are free; only malformed answers are billed and retried, and they are rare.
-_RETRY_MARGIN = 0.1
 
 
 def _image_name(position: int) -> str:
@@ -72,7 +53,7 @@ def _journal_totals(path: Path) -> tuple[int, int, int]:
     journal = Journal.open_existing(path)
     try:
         spent_usd, spent_queries = journal.spent()
-        answered = sum(len(journal.answered(image_id)) for image_id, *_ in journal.images())
+        answered = sum(len(journal.answered(image.image_id)) for image in journal.images())
         return spent_usd, spent_queries, answered
     finally:
         journal.close()
@@ -88,11 +69,11 @@ def _journal_results(path: Path) -> list[tuple[int, dict[str, Any]]]:
     finally:
         journal.close()
     finished = []
-    for _, name, _, status, result, error in rows:
-        if status == "pending":
+    for image in rows:
+        if image.status == "pending":
             continue
-        position = int(name.removeprefix("image-"))
-        finished.append((position, result or {"status": status, "error": error}))
+        position = int(image.name.removeprefix("image-"))
+        finished.append((position, image.result or {"status": image.status, "error": image.error}))
     return sorted(finished, key=lambda item: item[0])
 
 
@@ -102,23 +83,14 @@ class _Running:
 
     row: JobRow
     settings: CertificationSettings
+    ticket: Ticket
     prior_micro_usd: int
     prior_queries: int
     queries_done: int
-    reservation: Reservation
     billed: int = 0
     cancel_requested: bool = False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-
-
-@dataclass
-class _Key:
-    """An ``Idempotency-Key`` in use: the job it names exists once ``stored`` is set."""
-
-    fingerprint: str
-    job_id: str
-    stored: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -175,41 +147,35 @@ class JobManager:
         self._vendors = vendors
         self._metrics = metrics
         self._prices = prices
+        self._admission = Admission(config, {name: vendor.price for name, vendor in vendors.items()})
         self._running: dict[str, _Running] = {}
-        self._budgets: dict[str, Budget] = {}
-        # Running-job slots held, by tenant: taken at admission, before the job is stored.
-        self._slots: Counter[str] = Counter()
-        self._keys: dict[tuple[str, str], _Key] = {}
-        self._stopping = False
         metrics.gauges = self._gauges
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open every tenant's budget and resume the jobs a previous process left running."""
-        for key in await asyncio.to_thread(self._store.keys):
-            known = _Key(key.fingerprint, key.job_id)
-            known.stored.set()
-            self._keys[(key.tenant, key.key)] = known
         interrupted = await asyncio.to_thread(self._store.jobs, status="running")
         totals = {
             row.id: await asyncio.to_thread(_journal_totals, journal_path(self._config.runs_dir, row.id))
             for row in interrupted
         }
+        spent: dict[str, tuple[int, int]] = {}
         for tenant in self._config.tenants.values():
             spent_usd, spent_queries = await asyncio.to_thread(self._store.finished_spend, tenant.name)
             for row in interrupted:
                 if row.tenant == tenant.name:
                     spent_usd += totals[row.id][0]
                     spent_queries += totals[row.id][1]
-            self._budgets[tenant.name] = Budget(tenant.max_usd, tenant.max_queries, spent_usd, spent_queries)
+            spent[tenant.name] = (spent_usd, spent_queries)
+        self._admission.open(spent, await asyncio.to_thread(self._store.keys))
         for row in interrupted:
             if row.tenant not in self._config.tenants or row.settings.get("vendor") not in self._vendors:
                 await self._abandon(row, totals[row.id], "its tenant or vendor is no longer configured")
                 continue
             images = await asyncio.to_thread(self._store.images, row.id)
             try:
-                self._launch(row, images, totals[row.id])
+                self._resume(row, images, totals[row.id])
             except Exception as exc:  # e.g. the tenant has no budget left: end the job, keep serving
                 await self._abandon(row, totals[row.id], f"not resumed: {exc}")
             else:
@@ -221,21 +187,21 @@ class JobManager:
         Each job's in-flight requests get ``grace_s`` to finish and be journaled; whatever is
         cut off is re-sent (same bytes) on resume, as after a crash.
         """
-        self._stopping = True
+        self._admission.close()
         tasks = [job.task for job in self._running.values() if job.task is not None]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace_s)
 
-    # -- admission ----------------------------------------------------------------------
+    # -- starting -----------------------------------------------------------------------
 
     @property
     def jobs_running(self) -> int:
         return len(self._running)
 
     def budget(self, tenant: str) -> Budget:
-        return self._budgets[tenant]
+        return self._admission.budgets[tenant]
 
     async def submit(
         self,
@@ -250,28 +216,13 @@ class JobManager:
         ``idempotency`` is (key, fingerprint of the request). Raises BudgetExceeded (402), Busy
         (503) or IdempotencyKeyReused (422) before anything is stored.
         """
-        while idempotency is not None and (known := self._keys.get((tenant.name, idempotency[0]))):
-            if known.fingerprint != idempotency[1]:
-                raise IdempotencyKeyReused(
-                    f"Idempotency-Key {idempotency[0]!r} was sent with another request (job {known.job_id})"
-                )
-            await known.stored.wait()
-            if self._keys.get((tenant.name, idempotency[0])) is known:
-                return known.job_id
-            # The first request with this key failed before storing its job: admit this one anew.
+        if idempotency is not None and (known := await self._admission.keys.job(tenant.name, *idempotency)):
+            return known
         job_id = "job-" + secrets.token_hex(12)
-        # Everything up to the first await runs as one step of the event loop: no other request
-        # can take a slot, money or this key in between.
-        self._take_slot(tenant.name)
-        try:
-            reservation, caps = self._admit(tenant.name, settings, len(images), (0, 0, 0), strict=True)
-        except BaseException:
-            self._slots[tenant.name] -= 1
-            raise
-        key_row = None
-        if idempotency is not None:
-            key_row = IdempotencyRow(tenant.name, idempotency[0], idempotency[1], job_id)
-            self._keys[(tenant.name, idempotency[0])] = _Key(idempotency[1], job_id)
+        # No await since the key was looked up: no other request can take a slot, money or this
+        # key in between.
+        ticket = self._admission.admit(tenant.name, job_id, settings, len(images), idempotency)
+        key_row = None if idempotency is None else IdempotencyRow(tenant.name, *idempotency, job_id)
         try:
             # run_job opens the journal with SQLite, which would create it with the umask's mode.
             await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
@@ -287,14 +238,11 @@ class JobManager:
             row = await asyncio.to_thread(self._store.job, job_id)
             assert row is not None
         except BaseException:
-            self._budgets[tenant.name].release(reservation)
-            self._slots[tenant.name] -= 1
-            if idempotency is not None:
-                self._keys.pop((tenant.name, idempotency[0])).stored.set()
+            self._admission.withdraw(ticket, idempotency)
             raise
         if idempotency is not None:
-            self._keys[(tenant.name, idempotency[0])].stored.set()
-        self._start_task(row, settings, images, (0, 0, 0), reservation, caps)
+            self._admission.keys.stored(tenant.name, idempotency[0])
+        self._start_task(row, settings, images, (0, 0, 0), ticket)
         log_event(
             "job.admitted",
             job=job_id,
@@ -303,67 +251,16 @@ class JobManager:
             images=len(images),
             vendor=settings.vendor,
             design=settings.design,
-            allowance_queries=reservation.queries,
-            allowance_micro_usd=reservation.cost_micro_usd,
+            allowance_queries=ticket.allowance.queries,
+            allowance_micro_usd=ticket.allowance.cost_micro_usd,
         )
         return job_id
 
-    def _take_slot(self, tenant: str) -> None:
-        """Hold one running-job slot of the server and of ``tenant``, or raise Busy (503)."""
-        if self._stopping:
-            raise Busy("the server is shutting down", retry_after=5, code="shutting_down")
-        held = sum(self._slots.values())
-        if held >= self._config.max_running_jobs:
-            raise Busy(f"{held} jobs are running; try again shortly", retry_after=5, code="server_busy")
-        own = self._slots[tenant]
-        if own >= self._config.max_running_jobs_per_tenant:
-            raise Busy(
-                f"tenant {tenant!r} has {own} jobs running; try again shortly",
-                retry_after=5,
-                code="tenant_busy",
-            )
-        self._slots[tenant] += 1
-
-    def _admit(
-        self,
-        tenant: str,
-        settings: CertificationSettings,
-        images: int,
-        prior: tuple[int, int, int],
-        *,
-        strict: bool = False,
-    ) -> tuple[Reservation, tuple[Decimal | None, int | None]]:
-        """Reserve the job's allowance in the tenant's budget; returns it and the job's own caps.
-
-        ``strict``: a fixed design must fit in full (one attempt per query), or BudgetExceeded
-        is raised with the budget's own figures and nothing is held.
-        """
-        budget = self._budgets[tenant]
-        price = self._vendors[settings.vendor].price.micro_usd_per_image
-        prior_usd, prior_queries, answered = prior
-        remaining = max(0, images * settings.queries_per_image - answered)
-        if strict and settings.design == "fixed" and remaining > 0:
-            # Raises BudgetExceeded (402) if the queries the design cannot do without do not fit.
-            budget.release(budget.reserve(price * remaining, remaining))
-        need = max(1, math.ceil(remaining * (1 + _RETRY_MARGIN)))
-        headroom = budget.remaining
-        grant = need
-        if headroom.queries is not None:
-            grant = min(grant, headroom.queries)
-        if headroom.micro_usd is not None and price > 0:
-            grant = min(grant, headroom.micro_usd // price)
-        # Reserving at least one query makes an exhausted tenant fail with the budget's own figures.
-        reservation = budget.reserve(price * max(grant, 1), max(grant, 1))
-        max_usd = None if budget.max_usd is None else from_micro_usd(prior_usd + reservation.cost_micro_usd)
-        max_queries = None if budget.max_queries is None else prior_queries + reservation.queries
-        return reservation, (max_usd, max_queries)
-
-    def _launch(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
+    def _resume(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
         settings = CertificationSettings(**row.settings)
         private_file(journal_path(self._config.runs_dir, row.id))
-        reservation, caps = self._admit(row.tenant, settings, row.images, prior)
-        self._slots[row.tenant] += 1  # a resumed job holds a slot, but is never refused one
-        self._start_task(row, settings, images, prior, reservation, caps)
+        ticket = self._admission.resume(row.tenant, settings, row.images, prior)
+        self._start_task(row, settings, images, prior, ticket)
 
     def _start_task(
         self,
@@ -371,49 +268,54 @@ class JobManager:
         settings: CertificationSettings,
         images: list[tuple[str, bytes]],
         prior: tuple[int, int, int],
-        reservation: Reservation,
-        caps: tuple[Decimal | None, int | None],
+        ticket: Ticket,
     ) -> None:
         vendor = self._vendors[settings.vendor]
-        job = _Running(row, settings, prior[0], prior[1], prior[2], reservation)
+        job = _Running(row, settings, ticket, prior[0], prior[1], prior[2])
         spec = JobSpec(
             settings=settings,
             job=row.id,
             runs_dir=self._config.runs_dir,
-            # The vendor's rate limit is enforced by its shared gate; the scheduler's timeout
-            # covers the wait for a turn there too (the vendor's own timeout is the gate's).
+            # The vendor's rate limit is enforced by its shared gate, where a request waits at
+            # most queue_timeout_s for its turn; the vendor's timeout starts once it is granted.
             limits=VendorLimits(
                 requests_per_second=None,
                 concurrency=vendor.concurrency,
-                request_timeout_s=vendor.request_timeout_s + self._config.queue_timeout_s,
+                request_timeout_s=vendor.request_timeout_s,
+                queue_timeout_s=self._config.queue_timeout_s,
             ),
             retry=_RETRY,
-            max_usd=caps[0],
-            max_queries=caps[1],
+            max_usd=ticket.max_usd,
+            max_queries=ticket.max_queries,
         )
-
-        def billed(count: int) -> None:
-            job.billed += count
-
-        adapter = JobAdapter(vendor, row.tenant, self._metrics, billed)
         named: list[tuple[str, Path | bytes]] = [(_image_name(i), data) for i, (_, data) in enumerate(images)]
         self._running[row.id] = job
-        job.task = asyncio.create_task(self._run(job, spec, adapter, named), name=f"apiwrap-{row.id}")
+        job.task = asyncio.create_task(self._run(job, spec, vendor, named), name=f"apiwrap-{row.id}")
 
     # -- running ------------------------------------------------------------------------
 
     def _tick(self, job: _Running) -> None:
         job.queries_done += 1
 
+    def _request_sent(self, job: _Running, request: RequestOutcome) -> None:
+        count_request(self._metrics, job.settings.vendor, job.row.tenant, request)
+        job.billed += request.billed_queries  # the job's spend while it runs (see _view)
+
     async def _run(
-        self, job: _Running, spec: JobSpec, adapter: JobAdapter, images: list[tuple[str, Path | bytes]]
+        self, job: _Running, spec: JobSpec, vendor: SharedVendor, images: list[tuple[str, Path | bytes]]
     ) -> None:
         status: JobStatus = "done"
         error: str | None = None
         exhausted = False
         try:
             report = await run_job(
-                spec, images, on_query=lambda: self._tick(job), adapter=adapter, price_table=self._prices
+                spec,
+                images,
+                on_query=lambda: self._tick(job),
+                adapter=vendor.adapter,
+                price_table=self._prices,
+                gate=functools.partial(vendor.gate.slot, job.row.tenant),
+                on_request=lambda request: self._request_sent(job, request),
             )
             exhausted = report.budget_exhausted
             self._count_results(job.settings, report.results)
@@ -422,7 +324,9 @@ class JobManager:
             self._metrics.count("apiwrap_vendor_retries_total", report.retries, vendor=job.settings.vendor)
         except asyncio.CancelledError:
             if not job.cancel_requested:
-                self._forget(job)  # shutdown: the job stays running in the store and resumes next time
+                # Shutdown: the job stays running in the store and resumes next time.
+                self._admission.leave(job.ticket)
+                self._forget(job)
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]  # we are that task
             status, error = "cancelled", "cancelled by the tenant"
@@ -435,12 +339,7 @@ class JobManager:
         spent_usd, spent_queries, answered = await asyncio.to_thread(
             _journal_totals, journal_path(self._config.runs_dir, job.row.id)
         )
-        self._charge(
-            job.row.tenant,
-            job.reservation,
-            spent_usd - job.prior_micro_usd,
-            spent_queries - job.prior_queries,
-        )
+        self._admission.finish(job.ticket, spent_usd - job.prior_micro_usd, spent_queries - job.prior_queries)
         await asyncio.to_thread(
             self._store.finish_job,
             job.row.id,
@@ -466,15 +365,14 @@ class JobManager:
         self._forget(job)
 
     def _forget(self, job: _Running) -> None:
-        if self._running.pop(job.row.id, None) is not None:
-            self._slots[job.row.tenant] -= 1
+        self._running.pop(job.row.id, None)
         job.finished.set()
 
     def _gauges(self) -> Iterable[GaugeSample]:
         yield "apiwrap_jobs_running", {}, len(self._running)
         if not self._metrics.tenant_labels:
             return
-        for tenant, budget in self._budgets.items():
+        for tenant, budget in self._admission.budgets.items():
             snapshot = budget.snapshot()
             remaining = snapshot.remaining
             yield "apiwrap_budget_spent_micro_usd", {"tenant": tenant}, snapshot.spent.micro_usd
@@ -482,13 +380,6 @@ class JobManager:
                 yield "apiwrap_budget_remaining_micro_usd", {"tenant": tenant}, remaining.micro_usd
             if remaining.queries is not None:
                 yield "apiwrap_budget_remaining_queries", {"tenant": tenant}, remaining.queries
-
-    def _charge(self, tenant: str, reservation: Reservation, micro_usd: int, queries: int) -> None:
-        """Swap the job's allowance for what it spent (at most the allowance: its cap held)."""
-        budget = self._budgets[tenant]
-        budget.release(reservation)
-        if queries > 0:
-            budget.settle(budget.reserve(micro_usd, queries), billed=True)
 
     async def _abandon(self, row: JobRow, totals: tuple[int, int, int], reason: str) -> None:
         log_event("job.abandoned", logging.WARNING, job=row.id, tenant=row.tenant, reason=reason)
@@ -577,12 +468,7 @@ class JobManager:
     async def cancel(self, tenant: str, job_id: str, idempotency: str | None = None) -> None:
         """Stop a running job. Sent again with the same ``Idempotency-Key``, it succeeds again."""
         fingerprint = f"cancel {job_id}"
-        if idempotency is not None and (known := self._keys.get((tenant, idempotency))):
-            if known.fingerprint != fingerprint:
-                raise IdempotencyKeyReused(
-                    f"Idempotency-Key {idempotency!r} was sent with another request (job {known.job_id})"
-                )
-            await known.stored.wait()
+        if idempotency is not None and await self._admission.keys.job(tenant, idempotency, fingerprint):
             return
         row = await self._own(tenant, job_id)
         job = self._running.get(row.id)
@@ -591,21 +477,19 @@ class JobManager:
         job.cancel_requested = True
         job.task.cancel()
         if idempotency is not None:
-            self._keys[(tenant, idempotency)] = key = _Key(fingerprint, job_id)
+            self._admission.keys.hold(tenant, idempotency, fingerprint, job_id)
         log_event("job.cancel_requested", job=job_id, tenant=tenant)
         await job.finished.wait()
         if idempotency is not None:
             await asyncio.to_thread(
                 self._store.add_key, IdempotencyRow(tenant, idempotency, fingerprint, job_id)
             )
-            key.stored.set()
+            self._admission.keys.stored(tenant, idempotency)
 
     async def prune(self, retention_days: float) -> int:
         """Delete finished jobs older than ``retention_days``: rows, images, keys and journals."""
         pruned = await asyncio.to_thread(prune_store, self._store, self._config.runs_dir, retention_days)
-        for (tenant, key), known in list(self._keys.items()):
-            if known.job_id in pruned:
-                del self._keys[(tenant, key)]
+        self._admission.keys.forget(pruned)
         if pruned:
             log_event("jobs.pruned", jobs=len(pruned), retention_days=retention_days)
         return len(pruned)

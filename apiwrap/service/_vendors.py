@@ -1,10 +1,11 @@
 """Vendors shared by every tenant: one adapter and one fair gate per vendor.
 
-Each job runs its own :class:`~apiwrap.engine.scheduler.QueryScheduler` (budget, journal, retries),
-but every request goes through its vendor's :class:`FairGate`: at most ``concurrency``
-requests in flight and ``requests_per_second`` starts for the whole server, granted
-round-robin across tenants. A tenant with ten jobs waits its turn like a tenant with one, so
-no tenant can take the vendor's rate limit from another.
+Each job runs its own :class:`~apiwrap.engine.scheduler.QueryScheduler` (budget, journal, retries)
+on the shared adapter, which outlives every job, but every request waits for a turn at its
+vendor's :class:`FairGate` (the scheduler's ``gate``): at most ``concurrency`` requests in flight
+and ``requests_per_second`` starts for the whole server, granted round-robin across tenants. A
+tenant with ten jobs waits its turn like a tenant with one, so no tenant can take the vendor's
+rate limit from another. What each request came to is counted by :func:`count_request`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from apiwrap.adapters import Adapter, Fatal, ImageLimits, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.adapters import Adapter, Throttled
 from apiwrap.budgets import Price
+from apiwrap.engine.scheduler import RequestOutcome
 from apiwrap.service._metrics import Metrics
 
-__all__ = ["FairGate", "JobAdapter", "SharedVendor"]
+__all__ = ["FairGate", "SharedVendor", "count_request"]
 
 
 class FairGate:
@@ -104,60 +106,12 @@ class SharedVendor:
     request_timeout_s: float
 
 
-class JobAdapter:
-    """The shared adapter as one job sees it: fair admission, the vendor timeout, metrics, spend.
-
-    ``aclose`` does nothing: :func:`apiwrap.engine.jobs.run_job` closes the adapter it is given when
-    the job ends, and the shared one must outlive every job.
-    """
-
-    def __init__(
-        self, vendor: SharedVendor, tenant: str, metrics: Metrics, on_billed: Callable[[int], None]
-    ) -> None:
-        self._vendor = vendor
-        self._tenant = tenant
-        self._metrics = metrics
-        self._on_billed = on_billed
-        self.name = vendor.adapter.name
-        self.max_batch = vendor.adapter.max_batch
-        self.limits: ImageLimits = vendor.adapter.limits
-        self.model_options = getattr(vendor.adapter, "model_options", {})
-
-    async def label_batch(self, images: Sequence[bytes]) -> list[VendorAnswer | VendorError]:
-        async with self._vendor.gate.slot(self._tenant):
-            started = time.monotonic()
-            outcomes = [Fatal.outcome] * len(images)  # what the scheduler makes of an adapter bug
-            try:
-                # The vendor's own timeout starts here, not while waiting for a turn at the gate.
-                async with asyncio.timeout(self._vendor.request_timeout_s):
-                    results = await self._vendor.adapter.label_batch(images)
-                outcomes = ["ok" if isinstance(r, VendorAnswer) else r.outcome for r in results]
-                return results
-            except TimeoutError:
-                outcomes = [Transient.outcome] * len(images)
-                raise Transient(f"no answer within {self._vendor.request_timeout_s:g} s") from None
-            except VendorError as exc:
-                outcomes = [exc.outcome] * len(images)
-                raise
-            except asyncio.CancelledError:
-                outcomes = []  # the job stopped with the request in flight: no outcome to count
-                raise
-            finally:
-                self._record(outcomes, time.monotonic() - started)
-
-    def _record(self, outcomes: list[str], seconds: float) -> None:
-        vendor = self._vendor.name
-        self._metrics.observe("apiwrap_vendor_request_seconds", seconds, vendor=vendor)
-        billed = 0
-        for outcome in outcomes:
-            self._metrics.count("apiwrap_vendor_queries_total", vendor=vendor, outcome=outcome)
-            if outcome == Throttled.outcome:
-                self._metrics.count("apiwrap_vendor_throttles_total", vendor=vendor)
-            billed += self._vendor.price.bills(outcome)
-        if billed:
-            cost = billed * self._vendor.price.micro_usd_per_image
-            self._metrics.count("apiwrap_spend_micro_usd_total", cost, vendor=vendor, tenant=self._tenant)
-            self._on_billed(billed)
-
-    async def aclose(self) -> None:
-        return None
+def count_request(metrics: Metrics, vendor: str, tenant: str, request: RequestOutcome) -> None:
+    """The vendor metrics of one request a job of ``tenant`` sent (the scheduler's ``on_request``)."""
+    metrics.observe("apiwrap_vendor_request_seconds", request.seconds, vendor=vendor)
+    for outcome in request.outcomes:
+        metrics.count("apiwrap_vendor_queries_total", vendor=vendor, outcome=outcome)
+        if outcome == Throttled.outcome:
+            metrics.count("apiwrap_vendor_throttles_total", vendor=vendor)
+    if request.billed_queries:
+        metrics.count("apiwrap_spend_micro_usd_total", request.billed_micro_usd, vendor=vendor, tenant=tenant)

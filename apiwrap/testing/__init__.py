@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Sequence
 
-from apiwrap.adapters.base import ImageLimits, Label, VendorAnswer, canonical_label
+from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.emulators.fakes import fake_classify, solid_png
 from apiwrap.adapters.errors import VendorError
 
@@ -33,7 +33,7 @@ __all__ = [
 Step = str | VendorAnswer | VendorError | Sequence[str | VendorAnswer | VendorError]
 
 
-class ScriptedAdapter:
+class ScriptedAdapter(Adapter):
     """An :class:`~adapters.base.Adapter` whose calls follow a script, for engine tests.
 
     Each ``label_batch`` call takes the next step: a label (every image answered with it,
