@@ -34,12 +34,11 @@ from PIL import Image
 from apiwrap.adapters import Adapter, check_adapter, create_adapter
 from apiwrap.budgets import PriceTable
 from apiwrap.engine.images import encode_png, find_images, to_uint8
-from apiwrap.engine.jobs import run_job
+from apiwrap.engine.jobs import job_spec, run_job
 from apiwrap.engine.settings import (
     CertificationOptions,
     ConnectionOptions,
     JobOptions,
-    job_spec,
     parse_options,
     resolve_settings,
     settings_options,

@@ -155,7 +155,8 @@ def _typed_settings(ctx: typer.Context, values: Mapping[str, Any]) -> Certificat
 def _job_spec(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> JobSpec:
     """The job a ``certify`` / ``predict`` command line asks for, resolved as every door resolves it."""
     from apiwrap.adapters import available_vendors
-    from apiwrap.engine.settings import job_spec, parse_options, resolve_settings
+    from apiwrap.engine.jobs import job_spec
+    from apiwrap.engine.settings import parse_options, resolve_settings
 
     vendor = values["vendor"]
     if vendor not in available_vendors():

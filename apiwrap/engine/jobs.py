@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -22,16 +22,16 @@ from apiwrap.adapters.base import LABEL_RULE_VERSION
 from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
 from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
-from apiwrap.engine.distributed import RayOptions, RayPreparer, start_workers
+from apiwrap.engine.distributed import RayOptions, RayPreparer, require_ray, start_workers
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.runner import Engine
 from apiwrap.engine.samples import SamplePreparer
 from apiwrap.engine.scheduler import QueryScheduler, RequestGate, RequestOutcome, RetryPolicy, VendorLimits
-from apiwrap.engine.settings import JOB_NAME
+from apiwrap.engine.settings import JOB_NAME, ConnectionOptions, JobOptions, default_job_name
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
-__all__ = ["JobReport", "JobSpec", "journal_path", "run_job"]
+__all__ = ["JobReport", "JobSpec", "job_spec", "journal_path", "run_job"]
 
 
 def journal_path(runs_dir: Path, job: str) -> Path:
@@ -63,6 +63,37 @@ class JobSpec:
     #: Prepare samples and send queries from Ray actors (apiwrap.engine.distributed, docs/scale.md);
     #: the journal, budget and rate limit stay in this process.
     ray: RayOptions | None = None
+
+
+def job_spec(
+    settings: CertificationSettings,
+    job: JobOptions,
+    connection: ConnectionOptions,
+    *,
+    runs_dir: Path,
+    vendor_options: Mapping[str, Any] | None = None,
+    prices: Path | None = None,
+    emulate: bool = False,
+    ray_address: str | None = None,
+) -> JobSpec:
+    """The job the command line or the Python API runs for resolved ``settings`` and these options."""
+    if ray_address is not None:
+        require_ray()  # a missing extra is named before any journal is opened
+    return JobSpec(
+        settings=settings,
+        job=job.job or default_job_name(settings.mode),
+        runs_dir=runs_dir,
+        vendor_options=dict(vendor_options or {}),
+        limits=VendorLimits(requests_per_second=connection.tps, concurrency=connection.concurrency),
+        retry=RetryPolicy(max_attempts=connection.max_attempts),
+        max_usd=job.max_usd,
+        max_queries=job.max_job_queries,
+        prices=prices,
+        force_denoiser=job.force_denoiser,
+        emulate=emulate,
+        allocate=job.allocate,
+        ray=RayOptions(address=ray_address) if ray_address is not None else None,
+    )
 
 
 @dataclass

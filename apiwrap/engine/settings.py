@@ -27,17 +27,13 @@ import re
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from apiwrap.budgets import parse_usd
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.settings import CertificationSettings, Design, Mode, Selection
-
-if TYPE_CHECKING:
-    from apiwrap.engine.jobs import JobSpec
 
 __all__ = [
     "AUTO",
@@ -47,7 +43,6 @@ __all__ = [
     "JobOptions",
     "SettingsError",
     "default_job_name",
-    "job_spec",
     "parse_options",
     "resolve_settings",
     "settings_options",
@@ -323,38 +318,3 @@ def settings_options(settings: CertificationSettings) -> dict[str, Any]:
 def default_job_name(mode: Mode) -> str:
     """A new job name: the time to the second, and a random part so two starts never share one."""
     return f"{mode}-{datetime.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
-def job_spec(
-    settings: CertificationSettings,
-    job: JobOptions,
-    connection: ConnectionOptions,
-    *,
-    runs_dir: Path,
-    vendor_options: Mapping[str, Any] | None = None,
-    prices: Path | None = None,
-    emulate: bool = False,
-    ray_address: str | None = None,
-) -> JobSpec:
-    """The job the command line or the Python API runs for ``settings`` and these options."""
-    from apiwrap.engine.distributed import RayOptions, require_ray
-    from apiwrap.engine.jobs import JobSpec
-    from apiwrap.engine.scheduler import RetryPolicy, VendorLimits
-
-    if ray_address is not None:
-        require_ray()  # a missing extra is named before any journal is opened
-    return JobSpec(
-        settings=settings,
-        job=job.job or default_job_name(settings.mode),
-        runs_dir=runs_dir,
-        vendor_options=dict(vendor_options or {}),
-        limits=VendorLimits(requests_per_second=connection.tps, concurrency=connection.concurrency),
-        retry=RetryPolicy(max_attempts=connection.max_attempts),
-        max_usd=job.max_usd,
-        max_queries=job.max_job_queries,
-        prices=prices,
-        force_denoiser=job.force_denoiser,
-        emulate=emulate,
-        allocate=job.allocate,
-        ray=RayOptions(address=ray_address) if ray_address is not None else None,
-    )
