@@ -19,6 +19,8 @@ import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,7 @@ SCRIPTS = ("python", "bash")
 NO_RUN = re.compile(r"no-run: \S")
 #: Top-level tables that make a TOML block a service config (docs/service.md).
 SERVICE_TABLES = {"service", "vendors", "tenants", "metrics"}
-#: Longest a block may take; the whole file takes about a minute.
+#: Longest a block may take; the whole file takes about half a minute on two cores.
 BLOCK_TIMEOUT_S = 300
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
@@ -59,6 +61,13 @@ class Block:
     @property
     def runs(self) -> bool:
         return self.language in RUNNABLE and not self.marker
+
+    @property
+    def is_test_file(self) -> bool:
+        """A python block that defines tests: a user's own test file, run by pytest."""
+        return (
+            self.language == "python" and re.search(r"^def test_", self.code, flags=re.MULTILINE) is not None
+        )
 
 
 def read_blocks(text: str, document: str) -> list[Block]:
@@ -185,53 +194,77 @@ def test_the_convention_catches_blocks_that_neither_run_nor_say_why() -> None:
     assert [problem.split(":")[1] for problem in problems(blocks)] == ["1", "4", "7", "10", "16", "19"]
 
 
-def _workspace(tmp_path: Path) -> Path:
-    """A user's empty folder outside the repository, with the sample images the docs name."""
-    shutil.copytree(ROOT / "samples", tmp_path / "samples")
-    return tmp_path
-
-
-def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _execute(block: Block, folder: Path) -> subprocess.CompletedProcess[str]:
+    """Run a python or bash block in ``folder``: a user's empty folder outside the repository,
+    given the sample images the docs name."""
+    shutil.copytree(ROOT / "samples", folder / "samples")
     # The virtual environment's console scripts (apiwrap) first, as in an activated venv.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     environment = {**os.environ, "PATH": path, "PYTHONDONTWRITEBYTECODE": "1"}
+    if block.language == "bash":
+        command = ["bash", "-euo", "pipefail", "-c", block.code]
+    elif block.is_test_file:
+        # A user's own test file: the kit's fixtures come from the plugin that installing apiwrap registers.
+        (folder / "test_users_own.py").write_text(block.code)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_users_own.py"]
+    else:
+        (folder / "example.py").write_text(block.code)
+        command = [sys.executable, "example.py"]
     return subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
+        command, cwd=folder, env=environment, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S
     )
 
 
-def _check_toml(block: Block, folder: Path) -> None:
-    data = tomllib.loads(block.code)
-    if SERVICE_TABLES & data.keys():
-        path = folder / "service.toml"
-        path.write_text(block.code)
-        load_config(path)
-    elif "prices" in data:
-        path = folder / "prices.toml"
-        path.write_text(block.code)
-        PriceTable.load(path)
+SCRIPT_BLOCKS = [block for block in BLOCKS if block.runs and block.language in SCRIPTS]
+CONFIG_BLOCKS = [block for block in BLOCKS if block.runs and block.language not in SCRIPTS]
 
 
-@pytest.mark.parametrize("block", [block for block in BLOCKS if block.runs], ids=lambda block: block.where)
-def test_the_block_runs_as_written(block: Block, tmp_path: Path) -> None:
-    folder = _workspace(tmp_path)
-    if block.language == "toml":
-        _check_toml(block, folder)
-        return
+@pytest.fixture(scope="module")
+def script_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """The selected script blocks, started side by side on every core.
+
+    Most of a block's time is one process starting (imports, a model, an emulator) on one core,
+    so running them one after another would leave the other cores idle for most of a minute.
+    """
+    selected = [
+        item.callspec.params["block"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_the_script_block_runs_as_written"
+    ]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        runs = {
+            block.where: pool.submit(_execute, block, tmp_path_factory.mktemp("block")) for block in selected
+        }
+        yield runs
+        for run in runs.values():
+            run.cancel()  # those a failed session (pytest -x) never reached
+
+
+@pytest.mark.parametrize("block", SCRIPT_BLOCKS, ids=lambda block: block.where)
+def test_the_script_block_runs_as_written(
+    block: Block, script_runs: dict[str, Future[subprocess.CompletedProcess[str]]]
+) -> None:
+    outcome = script_runs[block.where].result()
+    assert outcome.returncode == 0, f"{block.where} failed:\n{outcome.stdout}\n{outcome.stderr}"
+    if block.is_test_file:  # pytest 8 skips an async test it cannot run, and exits 0
+        assert " skipped" not in outcome.stdout, outcome.stdout
+    if block.output is not None:
+        assert outcome.stdout == block.output
+
+
+@pytest.mark.parametrize("block", CONFIG_BLOCKS, ids=lambda block: block.where)
+def test_the_config_block_reads_as_written(block: Block, tmp_path: Path) -> None:
     if block.language == "json":
         json.loads(block.code)
         return
-    if block.language == "bash":
-        outcome = _run(["bash", "-euo", "pipefail", "-c", block.code], folder)
-    elif re.search(r"^def test_", block.code, flags=re.MULTILINE):
-        # A user's own test file: the kit's fixtures come from the plugin that installing apiwrap registers.
-        (folder / "test_users_own.py").write_text(block.code)
-        outcome = _run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_users_own.py"], folder
-        )
-    else:
-        (folder / "example.py").write_text(block.code)
-        outcome = _run([sys.executable, "example.py"], folder)
-    assert outcome.returncode == 0, f"{block.where} failed:\n{outcome.stdout}\n{outcome.stderr}"
-    if block.output is not None:
-        assert outcome.stdout == block.output
+    data = tomllib.loads(block.code)
+    if SERVICE_TABLES & data.keys():
+        path = tmp_path / "service.toml"
+        path.write_text(block.code)
+        load_config(path)
+    elif "prices" in data:
+        path = tmp_path / "prices.toml"
+        path.write_text(block.code)
+        PriceTable.load(path)
