@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import re
-import subprocess
-import sys
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -26,12 +22,7 @@ from apiwrap.engine.journal import Journal
 from apiwrap.engine.replay import replay_journal
 from apiwrap.testing import ScriptedAdapter, solid_png
 
-ROOT = Path(__file__).resolve().parent.parent
 PRICES = PriceTable({"scripted": Price(Decimal("2.00"))})  # 2,000 micro-USD per image
-
-
-def _code_blocks(document: Path, language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", document.read_text(), flags=re.DOTALL)
 
 
 def _pixels(seed: int = 0) -> np.ndarray:
@@ -304,39 +295,6 @@ async def test_a_certifier_runs_several_jobs_and_leaves_a_given_adapter_open(tmp
     assert not adapter.closed
     with pytest.raises(RuntimeError, match="async with"):
         await certifier.certify(solid_png(), n0=3, n=12)
-
-
-def test_the_testing_kit_example_runs_as_a_users_test(tmp_path: Path) -> None:
-    """The first example of docs/vendors.md's kit section, run by pytest as a user would run it."""
-    kit = (ROOT / "docs/vendors.md").read_text().split("## Offline testing kit", 1)[1]
-    example = re.search(r"```python\n(.*?)```", kit, flags=re.DOTALL)
-    assert example is not None
-    test_file = tmp_path / "test_users_own.py"
-    test_file.write_text(example.group(1))
-    # No conftest and no -p: the fixtures come from the plugin that installing apiwrap registers.
-    outcome = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test_file)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-        timeout=300,
-    )
-    assert outcome.returncode == 0, outcome.stdout + outcome.stderr
-    assert "1 passed" in outcome.stdout
-
-
-def test_the_readme_python_example_prints_what_the_readme_shows(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    section = (ROOT / "README.md").read_text().split("## Use from Python", 1)[1].split("\n## ", 1)[0]
-    [code] = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
-    [shown] = re.findall(r"```text\n(.*?)```", section, flags=re.DOTALL)
-    (tmp_path / "samples").symlink_to(ROOT / "samples")
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md", "exec"), {})
-    assert capsys.readouterr().out == shown
-    assert (tmp_path / "runs" / "flamingo.sqlite").exists()
 
 
 async def test_a_certifier_opens_a_vendor_by_name_for_several_jobs(

@@ -308,6 +308,7 @@ def test_files_are_owner_only_and_a_header_trickle_is_cut(tmp_path: Path, vendor
     previous = os.umask(0o022)
     try:
         config_file = tmp_path / "service.toml"
+        config_file.write_text("[vendors.local]\n")  # 0644 under this umask: adding a tenant restricts it
         add_tenant(config_file, "acme")
         config = service_config(tmp_path, vendor.endpoint)
         with ServerThread(create_app(config), header_timeout_s=0.5) as base, client(base) as api:

@@ -13,7 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from apiwrap.cli.serve import serve
+from apiwrap.cli.serve import DEFAULT_CONFIG_PATH, serve
 from apiwrap.service import add_tenant, hash_key, load_config, write_default_config
 from apiwrap.service._logging import configure_logging, log_event, request_id_var
 from apiwrap.service._metrics import Metrics
@@ -124,6 +124,59 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
     assert again.exit_code != 0 and "already exists" in again.output
+
+
+def _unboxed(output: str) -> str:
+    """An error as one line: rich draws it in a box, wrapped to the terminal's width."""
+    return " ".join(output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    "action",
+    [["--create-tenant", "acme"], ["--create-metrics-key"], ["--prune", "--retention-days", "1"], []],
+    ids=["create-tenant", "create-metrics-key", "prune", "serve"],
+)
+def test_a_missing_config_path_is_refused_and_not_created(tmp_path: Path, action: list[str]) -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    config = tmp_path / "service.toml"
+    result = CliRunner().invoke(app, ["--config", str(config), *action])
+    assert result.exit_code == 2, result.output
+    message = _unboxed(result.output)
+    assert "service.toml does not exist; create it with 'apiwrap serve --config" in message
+    assert "--init'" in message
+    assert not config.exists()
+    with pytest.raises(FileNotFoundError):  # the library does not create one either
+        add_tenant(config, "acme")
+    assert not config.exists()
+
+
+def test_init_writes_the_embedded_default_once(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    config = tmp_path / "service.toml"
+    written = CliRunner().invoke(app, ["--config", str(config), "--init"])
+    tenant = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
+    again = CliRunner().invoke(app, ["--config", str(config), "--init"])
+    loaded = load_config(config)
+
+    assert written.exit_code == 0, written.output
+    assert tenant.exit_code == 0, tenant.output
+    assert loaded.vendors.keys() == {"local"} and loaded.tenants.keys() == {"acme"}
+    assert again.exit_code == 2 and "File exists" in _unboxed(again.output)
+    assert load_config(config).tenants.keys() == {"acme"}  # the refused --init wrote nothing
+
+
+def test_without_config_the_default_path_is_written_before_a_tenant_is_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["--create-tenant", "acme"])
+    loaded = load_config(tmp_path / DEFAULT_CONFIG_PATH)
+    assert result.exit_code == 0, result.output
+    assert loaded.vendors.keys() == {"local"} and loaded.tenants.keys() == {"acme"}
 
 
 def test_metrics_key_and_service_settings_in_the_config_file(tmp_path: Path) -> None:

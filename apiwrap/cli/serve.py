@@ -17,10 +17,18 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="Service TOML file (tables service, vendors.NAME, tenants.NAME, metrics). "
-            f"Default: {DEFAULT_CONFIG_PATH}, written with the embedded defaults (local vendor) if missing."
+            help="Service TOML file (tables service, vendors.NAME, tenants.NAME, metrics); it must exist "
+            f"(see --init). Default: {DEFAULT_CONFIG_PATH}, written with the embedded defaults "
+            "(local vendor) if missing."
         ),
     ] = None,
+    init: Annotated[
+        bool,
+        typer.Option(
+            help="Write the embedded default config (local vendor, no tenants) to the --config path, "
+            "which must not exist yet, and exit (no server)."
+        ),
+    ] = False,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     create_tenant: Annotated[
@@ -64,7 +72,26 @@ def serve(
     from apiwrap.service import prune as prune_jobs
 
     path = config or DEFAULT_CONFIG_PATH
-    if config is None and not path.exists():
+    if init:
+        try:
+            write_default_config(path)
+        except OSError as exc:
+            message = f"cannot create {path}: {exc.strerror}"
+            raise typer.BadParameter(message, param_hint="'--config'") from None
+        typer.echo(
+            f"wrote the embedded default to {path} (local vendor, no tenants); add a tenant with "
+            f"'apiwrap serve --config {path} --create-tenant NAME'",
+            err=True,
+        )
+        return
+    if not path.exists():
+        if config is not None:
+            # A typo must not start an empty server, nor become a file holding one tenant.
+            raise typer.BadParameter(
+                f"{path} does not exist; create it with 'apiwrap serve --config {path} --init' "
+                "(the embedded default: local vendor, no tenants), or write it as docs/service.md shows",
+                param_hint="'--config'",
+            )
         write_default_config(path)
         typer.echo(f"no config: wrote the embedded default to {path} (local vendor, no tenants)", err=True)
     if create_tenant is not None:

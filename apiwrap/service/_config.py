@@ -231,8 +231,11 @@ def load_config(path: Path) -> ServiceConfig:
 
 
 def _append_private(path: Path, text: str) -> None:
-    """Append to the config, which may hold vendor credentials: created, and kept, owner-only."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    """Append to an existing config, which may hold vendor credentials: kept owner-only.
+
+    Never created here: a file holding only a tenant or a metrics key is not a service.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND)
     with os.fdopen(descriptor, "a") as handle:
         os.fchmod(handle.fileno(), 0o600)
         handle.write(text)
@@ -246,8 +249,8 @@ def write_default_config(path: Path) -> None:
 
 
 def add_metrics_key(path: Path) -> str:
-    """Add a ``[metrics]`` table with a new scrape key to the config; return the key (shown once)."""
-    existing = tomllib.loads(path.read_text()) if path.exists() else {}
+    """Add a ``[metrics]`` table with a new scrape key to an existing config; return the key (shown once)."""
+    existing = tomllib.loads(path.read_text())
     if "metrics" in existing:
         raise ValueError(f"{path} already has a [metrics] table; delete it to make a new key")
     key = "awm_" + secrets.token_urlsafe(32)
@@ -256,8 +259,8 @@ def add_metrics_key(path: Path) -> str:
 
 
 def add_tenant(path: Path, name: str, *, max_usd: str | None = None, max_queries: int | None = None) -> str:
-    """Append a tenant to the config file and return its new API key (shown once, stored hashed)."""
-    existing = tomllib.loads(path.read_text()) if path.exists() else {}
+    """Append a tenant to an existing config file; return its new API key (shown once, stored hashed)."""
+    existing = tomllib.loads(path.read_text())
     if name in existing.get("tenants", {}):
         raise ValueError(f"tenant {name!r} already exists in {path}")
     key = "aw_" + secrets.token_urlsafe(32)
