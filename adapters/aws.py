@@ -91,8 +91,10 @@ def _vendor_error(exc: Exception) -> VendorError:
         return AuthError("no AWS credentials found (set AWS_ACCESS_KEY_ID and its secret, or a profile)")
     if isinstance(exc, botocore.exceptions.NoRegionError):
         return Fatal("no AWS region configured (set AWS_REGION or pass region)")
-    if isinstance(exc, botocore.parsers.ResponseParserError):
-        return MalformedAnswer(f"Rekognition answer could not be parsed: {type(exc).__name__}")
+    if isinstance(exc, botocore.parsers.ResponseParserError) or _raised_while_parsing(exc):
+        return MalformedAnswer(
+            f"Rekognition answer could not be parsed: {type(exc).__name__}: {str(exc)[:200]}"
+        )
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         return Rejected(f"request refused by botocore: {exc}")
     if isinstance(
@@ -103,6 +105,21 @@ def _vendor_error(exc: Exception) -> VendorError:
     ):
         return Transient(f"Rekognition connection failed: {type(exc).__name__}")
     return Fatal(f"Rekognition call failed: {type(exc).__name__}: {exc}")
+
+
+def _raised_while_parsing(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of botocore's response parsers.
+
+    They raise their own ``ResponseParserError`` for some bodies only: a body of the wrong shape
+    (``{"Labels": {}}``, a list) or not UTF-8 escapes them as AttributeError, TypeError or
+    UnicodeDecodeError, which says nothing of the vendor but that its answer was unreadable.
+    """
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__") == botocore.parsers.__name__:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
 from apiwrap.adapters.aws import _vendor_error
+from apiwrap.adapters.emulators._http import HttpReply, HttpServer
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
+from tests.fixtures import vendors as published
 
 RIGHT_KEY = "AKIAEMULATORRIGHT1"
 WRONG_KEY = "AKIAEMULATORWRONG2"
@@ -136,4 +141,38 @@ async def test_real_model_answers_like_the_shared_image_model(vendor_emulator) -
     expected = ImageModel().classify([image])[0]
     assert answer.top1 == expected[0][0].casefold()
     assert answer.labels[0].score == pytest.approx(expected[0][1], abs=1e-9)
+    await adapter.aclose()
+
+
+@pytest.fixture
+def canned_aws(no_aws_env) -> Iterator[Callable[[HttpReply], str]]:
+    """Serves one reply to every request; gives the server's endpoint."""
+    servers: list[HttpServer] = []
+
+    def serve(reply: HttpReply) -> str:
+        servers.append(HttpServer(lambda request: reply))
+        return servers[-1].url
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+_STREET = published.load("aws/detect_labels_street.json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(_STREET).encode("utf-16"),  # re-encoded on the way: not UTF-8
+        json.dumps(_STREET["Labels"]).encode(),  # the label list without its answer object
+        json.dumps({**_STREET, "Labels": {"Labels": _STREET["Labels"]}}).encode(),  # a map, not a list
+    ],
+    ids=["utf-16", "bare-list", "labels-map"],
+)
+async def test_any_body_botocore_cannot_parse_is_a_malformed_answer(canned_aws, body) -> None:
+    endpoint = canned_aws(HttpReply(200, body, {"Content-Type": "application/x-amz-json-1.1"}))
+    adapter = create_adapter("aws", endpoint=endpoint)
+    with pytest.raises(MalformedAnswer, match="could not be parsed"):
+        await adapter.label_batch([solid_png()])
     await adapter.aclose()
