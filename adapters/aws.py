@@ -2,7 +2,8 @@
 
 boto3 blocks, so each call runs in the adapter's own thread pool. botocore's retries are
 off (one attempt): the engine retries, and a retry inside the SDK would be a second paid
-call the engine never sees. Confidence (0-100) becomes a 0..1 score.
+call the engine never sees. Confidence (0-100) becomes a 0..1 score; a label's ``Parents`` and
+``Aliases`` become its ``subsumes``, which decide a tie (AWS scores them alike).
 """
 
 from __future__ import annotations
@@ -142,7 +143,14 @@ def _parse(response: dict[str, Any]) -> VendorAnswer:
         raise MalformedAnswer("Rekognition answer has no Labels list")
     try:
         parsed = tuple(
-            Label(canonical_label(label["Name"]), min(1.0, max(0.0, float(label["Confidence"]) / 100.0)))
+            Label(
+                canonical_label(label["Name"]),
+                min(1.0, max(0.0, float(label["Confidence"]) / 100.0)),
+                frozenset(
+                    canonical_label(related["Name"])
+                    for related in (label.get("Parents") or []) + (label.get("Aliases") or [])
+                ),
+            )
             for label in labels
         )
     except (KeyError, TypeError, ValueError) as exc:
