@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 import pytest
 
@@ -11,6 +12,10 @@ from apiwrap.adapters.base import ImageLimits
 from apiwrap.adapters.emulators._http import HttpReply, HttpServer
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
+from apiwrap.budgets import Budget, Price
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.scheduler import QueryScheduler, RetryPolicy
+from apiwrap.errors import JobAborted
 from tests.fixtures import vendors as published
 
 RIGHT_KEY = "0123456789abcdef-right"
@@ -151,3 +156,40 @@ async def test_out_of_call_volume_quota_is_throttled_with_its_wait(
         await adapter.label_batch([solid_png()])
     assert caught.value.retry_after == retry_after
     await adapter.aclose()
+
+
+async def test_a_quota_that_refills_past_the_retry_deadline_stops_the_job_at_once(
+    canned_azure, tmp_path
+) -> None:
+    received: list[object] = []
+    body = published.raw("azure/out_of_call_volume_quota.json")
+
+    def answer(request: object) -> HttpReply:
+        received.append(request)
+        return HttpReply(403, body, {"Content-Type": "application/json"})
+
+    server = HttpServer(answer)
+    adapter = create_adapter("azure", endpoint=server.url, key=RIGHT_KEY)
+    journal = Journal(tmp_path / "job.sqlite")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    scheduler = QueryScheduler(
+        adapter,
+        journal,
+        Budget(),
+        price=Price(Decimal("1.00")),
+        retry=RetryPolicy(deadline_s=120),
+        sleep=sleep,
+    )
+    try:
+        with pytest.raises(JobAborted, match="Out of call volume quota"):
+            await scheduler.query(journal.image_id("image"), 0, solid_png(), "digest")
+        assert len(received) == 1 and waits == []  # not 22 days of waiting for one retry
+    finally:
+        await scheduler.aclose()
+        journal.close()
+        await adapter.aclose()
+        server.close()
