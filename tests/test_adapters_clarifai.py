@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 
 import grpc
 import pytest
@@ -10,12 +11,14 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
 from google.protobuf import json_format
 
+import apiwrap
 from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
 from apiwrap.adapters.base import ImageLimits
 from apiwrap.adapters.clarifai import ClarifaiAdapter, _vendor_error
 from apiwrap.adapters.emulators._grpc import GrpcServer
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
+from apiwrap.budgets import Price, PriceTable
 from tests.fixtures import vendors as published
 
 RIGHT_PAT = "pat-right-0123456789"
@@ -193,3 +196,22 @@ async def test_outputs_that_do_not_pair_name_the_ids_sent_and_answered(canned_cl
         await adapter.label_batch([solid_png()])
     assert "['0'] were sent" in str(caught.value) and "name ['7']" in str(caught.value)
     await adapter.aclose()
+
+
+def test_a_key_clarifai_cannot_read_stops_the_job_instead_of_failing_each_query(
+    canned_clarifai, tmp_path
+) -> None:
+    status = _published_status("clarifai/conn_invalid_request.json")
+    endpoint, received = canned_clarifai(service_pb2.MultiOutputResponse(status=status))
+    job = apiwrap.certify(
+        [solid_png(), solid_png((20, 200, 20))],
+        vendor="clarifai",
+        vendor_options={"endpoint": endpoint, "pat": RIGHT_PAT},
+        prices=PriceTable({"clarifai": Price(Decimal("1.20"))}),
+        runs_dir=tmp_path,
+        n0=3,
+        n=12,
+    )
+    assert [result.status for result in job.results] == ["failed", "failed"]
+    assert all("CONN_INVALID_REQUEST" in (result.error or "") for result in job.results)
+    assert len(received) == job.requests == 1 and job.billable_queries == 0
