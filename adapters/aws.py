@@ -2,7 +2,8 @@
 
 boto3 blocks, so each call runs in the adapter's own thread pool. botocore's retries are
 off (one attempt): the engine retries, and a retry inside the SDK would be a second paid
-call the engine never sees. Confidence (0-100) becomes a 0..1 score.
+call the engine never sees. Confidence (0-100) becomes a 0..1 score; a label's ``Parents`` and
+``Aliases`` become its ``subsumes``, which decide a tie (AWS scores them alike).
 """
 
 from __future__ import annotations
@@ -91,8 +92,10 @@ def _vendor_error(exc: Exception) -> VendorError:
         return AuthError("no AWS credentials found (set AWS_ACCESS_KEY_ID and its secret, or a profile)")
     if isinstance(exc, botocore.exceptions.NoRegionError):
         return Fatal("no AWS region configured (set AWS_REGION or pass region)")
-    if isinstance(exc, botocore.parsers.ResponseParserError):
-        return MalformedAnswer(f"Rekognition answer could not be parsed: {type(exc).__name__}")
+    if isinstance(exc, botocore.parsers.ResponseParserError) or _raised_while_parsing(exc):
+        return MalformedAnswer(
+            f"Rekognition answer could not be parsed: {type(exc).__name__}: {str(exc)[:200]}"
+        )
     if isinstance(exc, botocore.exceptions.ParamValidationError):
         return Rejected(f"request refused by botocore: {exc}")
     if isinstance(
@@ -103,6 +106,21 @@ def _vendor_error(exc: Exception) -> VendorError:
     ):
         return Transient(f"Rekognition connection failed: {type(exc).__name__}")
     return Fatal(f"Rekognition call failed: {type(exc).__name__}: {exc}")
+
+
+def _raised_while_parsing(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of botocore's response parsers.
+
+    They raise their own ``ResponseParserError`` for some bodies only: a body of the wrong shape
+    (``{"Labels": {}}``, a list) or not UTF-8 escapes them as AttributeError, TypeError or
+    UnicodeDecodeError, which says nothing of the vendor but that its answer was unreadable.
+    """
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_globals.get("__name__") == botocore.parsers.__name__:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -125,7 +143,14 @@ def _parse(response: dict[str, Any]) -> VendorAnswer:
         raise MalformedAnswer("Rekognition answer has no Labels list")
     try:
         parsed = tuple(
-            Label(canonical_label(label["Name"]), min(1.0, max(0.0, float(label["Confidence"]) / 100.0)))
+            Label(
+                canonical_label(label["Name"]),
+                min(1.0, max(0.0, float(label["Confidence"]) / 100.0)),
+                frozenset(
+                    canonical_label(related["Name"])
+                    for related in (label.get("Parents") or []) + (label.get("Aliases") or [])
+                ),
+            )
             for label in labels
         )
     except (KeyError, TypeError, ValueError) as exc:

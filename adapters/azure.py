@@ -46,7 +46,12 @@ _ENV_NAMES = (
     ("VISION_ENDPOINT", "VISION_KEY"),
     ("COMPUTER_VISION_ENDPOINT", "COMPUTER_VISION_SUBSCRIPTION_KEY"),
 )
-_RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) second", re.IGNORECASE)
+_RETRY_AFTER = re.compile(r"retry after (\d+(?:\.\d+)?) (second|minute|hour|day)", re.IGNORECASE)
+#: "Quota will be replenished in 22.14:18:12": a .NET TimeSpan, [days.]hours:minutes:seconds.
+_REPLENISHED = re.compile(r"replenished in (?:(\d+)\.)?(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", re.IGNORECASE)
+#: Azure's 403 for a resource out of its call quota: a quota, not a credential problem.
+_OUT_OF_QUOTA = re.compile(r"out of call volume quota", re.IGNORECASE)
+_UNIT_SECONDS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
 
 def _vendor_error(exc: Exception) -> VendorError:
@@ -57,7 +62,7 @@ def _vendor_error(exc: Exception) -> VendorError:
         detail = inner or code
         label = str(status) if detail in ("", str(status)) else f"{status} {detail}"
         text = f"Azure Computer Vision {label}: {message}".rstrip(": ")
-        if status == 429:
+        if status == 429 or (status == 403 and _OUT_OF_QUOTA.search(message)):
             return Throttled(text, retry_after=_retry_after(exc.response.headers, message))
         if status in (401, 403):
             return AuthError(f"{text} (check the Azure key and endpoint)")
@@ -78,9 +83,16 @@ def _vendor_error(exc: Exception) -> VendorError:
 
 
 def _error_fields(exc: ComputerVisionErrorResponseException) -> tuple[str, str | None, str]:
-    """(code, inner code, message) from the error body; the raw text if it is not JSON."""
+    """(code, inner code, message) from the error body; the raw text if it is not JSON.
+
+    Computer Vision answers ``{"error": {"code", "message", "innererror"}}``; the API gateway in
+    front of it (quota, key) may answer ``{"statusCode": 403, "message": ...}`` instead.
+    """
     try:
-        error = exc.response.json()["error"]
+        document = exc.response.json()
+        if "error" not in document:
+            return str(document["statusCode"]), None, str(document["message"])
+        error = document["error"]
         inner = error.get("innererror") or {}
         return str(error.get("code", "")), inner.get("code"), str(error.get("message", ""))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -88,7 +100,8 @@ def _error_fields(exc: ComputerVisionErrorResponseException) -> tuple[str, str |
 
 
 def _retry_after(headers: Any, message: str) -> float | None:
-    """Seconds from the ``Retry-After`` header, else from "Please retry after N second(s)"."""
+    """Seconds from the ``Retry-After`` header, else from the message: "Please retry after N
+    second(s)" (or minutes, hours, days), or "Quota will be replenished in [d.]hh:mm:ss"."""
     value = headers.get("Retry-After") if headers is not None else None
     if value is not None:
         try:
@@ -96,7 +109,13 @@ def _retry_after(headers: Any, message: str) -> float | None:
         except ValueError:
             pass
     match = _RETRY_AFTER.search(message)
-    return float(match.group(1)) if match else None
+    if match:
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    match = _REPLENISHED.search(message)
+    if match:
+        days, hours, minutes, seconds = match.groups()
+        return int(days or 0) * 86400.0 + int(hours) * 3600.0 + int(minutes) * 60.0 + float(seconds)
+    return None
 
 
 def _parse(response: Any) -> VendorAnswer:

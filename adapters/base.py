@@ -30,8 +30,9 @@ __all__ = [
 #: The vote cast when the vendor answered with no label at all (a class of its own).
 NO_LABEL = "<no label>"
 
-#: Version of the frozen label canonicalisation rule; recorded with every job.
-LABEL_RULE_VERSION = "nfkc-casefold-ws-1"
+#: Version of the frozen rule that turns an answer into a vote (:func:`canonical_label` and
+#: :func:`top1` with its tie-break); recorded with every job, whose votes it decided.
+LABEL_RULE_VERSION = "nfkc-casefold-ws-specific-ties-2"
 
 
 def canonical_label(name: str) -> str:
@@ -51,18 +52,31 @@ class Label:
 
     name: str
     score: float
+    #: Canonical names the vendor gave as this label's parents or aliases (AWS ``Parents`` and
+    #: ``Aliases``): labels this one is at least as specific as. AWS scores a label, its parents
+    #: and its aliases alike, so they decide a tie.
+    subsumes: frozenset[str] = frozenset()
 
 
 def top1(labels: Sequence[Label]) -> str:
-    """The label with the highest score; ties go to the lexicographically smallest name.
+    """The label with the highest score; a tie goes to the most specific tied label.
 
-    Never "first in the list": vendors do not promise an order. An empty list is a vote
-    for :data:`NO_LABEL`.
+    The most specific are the tied labels that no other tied label names in its ``subsumes``
+    (AWS's Automobile, Vehicle and Transportation tie at 99.15, the last two parents of the
+    first); among them (or among all tied, if each is subsumed by another), the
+    lexicographically smallest name. Never "first in the list": vendors do not promise an
+    order. An empty list is a vote for :data:`NO_LABEL`.
     """
     if not labels:
         return NO_LABEL
-    best = min(labels, key=lambda label: (-label.score, label.name))
-    return best.name
+    best = max(label.score for label in labels)
+    tied = [label for label in labels if label.score == best]
+    specific = [
+        label
+        for label in tied
+        if not any(label.name in other.subsumes for other in tied if other.name != label.name)
+    ]
+    return min(label.name for label in specific or tied)
 
 
 @dataclass(frozen=True, slots=True)

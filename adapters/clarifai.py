@@ -53,6 +53,7 @@ _AUTH = frozenset(
         _S.CONN_INSUFFICIENT_SCOPES,
         _S.CONN_KEY_INVALID,
         _S.CONN_KEY_NOT_FOUND,
+        _S.CONN_INVALID_REQUEST,  # 11102: Clarifai's answer to an empty or malformed authorization header
     }
 )
 _TRANSIENT = frozenset(
@@ -64,6 +65,8 @@ _TRANSIENT = frozenset(
         _S.MODEL_DEPLOYING,
         _S.MODEL_QUEUED_FOR_DEPLOYMENT,
         _S.RPC_REQUEST_QUEUE_FULL,
+        _S.RPC_SERVER_UNAVAILABLE,
+        _S.RPC_REQUEST_TIMEOUT,
     }
 )
 _GRPC_TRANSIENT = frozenset(
@@ -119,6 +122,26 @@ def _answer(output: resources_pb2.Output) -> VendorAnswer | VendorError:
     )
     version = output.model.model_version.id or None
     return VendorAnswer(labels, version, json_format.MessageToJson(output, indent=None))
+
+
+def _unpaired(sent: Sequence[str], answered: Sequence[str]) -> str:
+    """Why the outputs cannot be paired with the inputs, by the input ids the adapter set."""
+    missing = [input_id for input_id in sent if input_id not in answered]
+    unexpected = sorted({input_id for input_id in answered if input_id not in sent})
+    repeated = sorted({input_id for input_id in answered if answered.count(input_id) > 1})
+    problems = [
+        f"{label} {ids}"
+        for label, ids in (
+            ("no output for", missing),
+            ("unknown", unexpected),
+            ("more than one output for", repeated),
+        )
+        if ids
+    ]
+    return (
+        f"Clarifai's outputs do not pair with the inputs sent: input ids {list(sent)} were sent, "
+        f"the outputs name {list(answered)} ({'; '.join(problems)})"
+    )
 
 
 class ClarifaiAdapter(Adapter):
@@ -223,12 +246,12 @@ class ClarifaiAdapter(Adapter):
             raise MalformedAnswer("Clarifai answer could not be deserialised")
         if response.status.code not in (_S.SUCCESS, _S.MIXED_STATUS, _S.FAILURE) or not response.outputs:
             raise _vendor_error(response.status)
+        sent = [str(i) for i in range(len(images))]
+        answered = [output.input.id for output in response.outputs]
+        if sorted(answered) != sorted(sent):
+            raise MalformedAnswer(_unpaired(sent, answered))
         by_input = {output.input.id: output for output in response.outputs}
-        if len(by_input) != len(images) or set(by_input) != {str(i) for i in range(len(images))}:
-            raise MalformedAnswer(
-                f"Clarifai answered {len(response.outputs)} outputs for {len(images)} inputs"
-            )
-        return [_answer(by_input[str(i)]) for i in range(len(images))]
+        return [_answer(by_input[input_id]) for input_id in sent]
 
     async def aclose(self) -> None:
         if self._channel is not None:
@@ -256,9 +279,16 @@ def create(
     The PAT comes from ``pat`` or ``CLARIFAI_PAT``; the endpoint from ``endpoint``, else
     ``CLARIFAI_GRPC_BASE``, else ``api.clarifai.com``; the model owner from
     ``CLARIFAI_USER_ID``/``CLARIFAI_APP_ID`` (default Clarifai's public ``clarifai/main``).
-    With an explicit endpoint and no PAT, a dummy PAT is sent (for emulators).
+    With an explicit endpoint and no PAT, a dummy PAT is sent (for emulators). An empty PAT is
+    refused before any query: Clarifai would answer each with 11102 CONN_INVALID_REQUEST.
     """
-    pat = pat or os.environ.get("CLARIFAI_PAT")
+    if pat is None:
+        pat = os.environ.get("CLARIFAI_PAT")
+        origin = "CLARIFAI_PAT"
+    else:
+        origin = "the pat option"
+    if pat is not None and not pat.strip():
+        raise AuthError(f"the Clarifai personal access token in {origin} is empty: set it to your PAT")
     if pat is None:
         if endpoint is None:
             raise AuthError("no Clarifai personal access token: set CLARIFAI_PAT or pass pat")

@@ -21,6 +21,7 @@ from google.cloud.vision_v1.services.image_annotator.transports import ImageAnno
 from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
+from apiwrap.adapters._google_status import GoogleStatus, code_for_http_status
 from apiwrap.adapters._grpc_target import grpc_target
 from apiwrap.adapters._preflight import check_image
 from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
@@ -29,8 +30,6 @@ from apiwrap.adapters.errors import (
     Fatal,
     MalformedAnswer,
     Rejected,
-    Throttled,
-    Transient,
     VendorError,
 )
 
@@ -45,9 +44,7 @@ MAX_PIXELS = 75_000_000
 _MAX_IMAGES = 16
 _MAX_REQUEST_BYTES = 10 * 1024 * 1024
 _MAX_MESSAGE_BYTES = 128 * 1024 * 1024
-_AUTH_REASONS = frozenset(
-    {"API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "SERVICE_DISABLED", "ACCESS_TOKEN_EXPIRED"}
-)
+_AUTH_HINT = "check the Google API key or credentials"
 
 
 def _vendor_error(exc: Exception) -> VendorError:
@@ -56,21 +53,16 @@ def _vendor_error(exc: Exception) -> VendorError:
         return AuthError(f"Google credentials unusable: {type(exc).__name__} (set GOOGLE_API_KEY or ADC)")
     if not isinstance(exc, api_exceptions.GoogleAPICallError):
         return Fatal(f"Google Vision call failed: {type(exc).__name__}: {exc}")
-    message = f"Google Vision {type(exc).__name__}: {exc.message}"
-    if isinstance(exc, api_exceptions.TooManyRequests):  # ResourceExhausted is a subclass
-        return Throttled(message, retry_after=_retry_after(exc))
-    if isinstance(exc, api_exceptions.Unauthorized | api_exceptions.Forbidden) or exc.reason in _AUTH_REASONS:
-        return AuthError(f"{message} (check the Google API key or credentials)")
     if isinstance(exc, api_exceptions.InternalServerError) and "deserializ" in str(exc.message):
-        return MalformedAnswer(message)  # grpc reports an unparseable answer as INTERNAL
-    if isinstance(exc, api_exceptions.BadRequest):  # InvalidArgument, FailedPrecondition, OutOfRange
-        return Rejected(message)
-    if isinstance(
-        exc,
-        api_exceptions.ServerError | api_exceptions.DeadlineExceeded | api_exceptions.Aborted,
-    ):
-        return Transient(message)
-    return Fatal(message)
+        # grpc reports an unparseable answer as INTERNAL
+        return MalformedAnswer(f"Google Vision {type(exc).__name__}: {exc.message}")
+    reasons = frozenset({exc.reason} if exc.reason else ())
+    if exc.grpc_status_code is not None:
+        code = exc.grpc_status_code.value[0]
+    else:  # an HTTP-only exception class (REST transport)
+        code = code_for_http_status(exc.code or 0)
+    status = GoogleStatus(code, str(exc.message), reasons, _retry_after(exc))
+    return status.error("Google Vision", _AUTH_HINT)
 
 
 def _retry_after(exc: api_exceptions.GoogleAPICallError) -> float | None:
@@ -83,7 +75,7 @@ def _retry_after(exc: api_exceptions.GoogleAPICallError) -> float | None:
 
 def _answer(item: vision_v1.AnnotateImageResponse) -> VendorAnswer | VendorError:
     if item.error.code:
-        return _vendor_error(api_exceptions.from_grpc_status(item.error.code, item.error.message))
+        return GoogleStatus(item.error.code, item.error.message).error("Google Vision", _AUTH_HINT)
     # Scores travel as float32; rounding to 6 decimals gives back the exact value a vendor
     # (or the emulator) meant, so the same image scores the same across vendors.
     labels = tuple(

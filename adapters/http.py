@@ -5,6 +5,11 @@ environment variables, ``${MY_API_KEY}``, so secrets stay out of config files), 
 template in which the string ``{image_base64}`` becomes the image, the dotted path to the
 label list in the answer (``responses.0.labelAnnotations``; integers index lists), the
 keys of a label's name and score, and the score scale (100 for percentages).
+
+Google's error model is understood wherever it shows (``adapters._google_status``): an error
+body whose ``error.status`` names a ``google.rpc.Code`` is mapped by that code and its
+ErrorInfo reasons (a 400 ``API_KEY_INVALID`` is an auth error), and an ``error`` object with a
+non-zero integer ``code`` beside the labels (Google's ``responses[i].error``) fails the query.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from apiwrap.adapters._google_status import GoogleStatus
 from apiwrap.adapters._preflight import label_one_at_a_time
 from apiwrap.adapters.base import Adapter, ImageLimits, Label, VendorAnswer, canonical_label
 from apiwrap.adapters.errors import (
@@ -55,15 +61,26 @@ class HttpSpec:
     model_version_path: str | None = None
 
 
+_AUTH_HINT = "check the credentials in the configured headers"
+
+
 def _vendor_error(exc: Exception) -> VendorError:
     """Map any httpx failure (or an HTTP error status) onto the vendor error tree."""
     if isinstance(exc, httpx.HTTPStatusError):
         status = exc.response.status_code
-        message = f"HTTP {status} from {exc.request.url.host}: {exc.response.text[:200]}"
+        source = f"HTTP {status} from {exc.request.url.host}"
+        retry_after = _retry_after(exc.response.headers.get("Retry-After"))
+        google = GoogleStatus.from_error_body(_json_or_none(exc.response))
+        if google is not None:  # Google's error model: its code and details decide, not the status
+            error = google.error(source, _AUTH_HINT)
+            if isinstance(error, Throttled) and error.retry_after is None:
+                error.retry_after = retry_after
+            return error
+        message = f"{source}: {exc.response.text[:200]}"
         if status == 429:
-            return Throttled(message, retry_after=_retry_after(exc.response.headers.get("Retry-After")))
+            return Throttled(message, retry_after=retry_after)
         if status in (401, 403):
-            return AuthError(f"{message} (check the credentials in the configured headers)")
+            return AuthError(f"{message} ({_AUTH_HINT})")
         if status == 408 or status >= 500:
             return Transient(message)
         if 400 <= status < 500:
@@ -72,6 +89,13 @@ def _vendor_error(exc: Exception) -> VendorError:
     if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
         return Transient(f"HTTP connection failed: {type(exc).__name__}")
     return Fatal(f"HTTP call failed: {type(exc).__name__}")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -169,6 +193,16 @@ class HttpAdapter(Adapter):
             document = response.json()
         except ValueError as exc:
             raise MalformedAnswer(f"the answer is not JSON ({len(response.content)} bytes)") from exc
+        holder_path, _, _ = self.spec.labels_path.rpartition(".")
+        holder = _lookup(document, holder_path)
+        failed = GoogleStatus.from_image_error(holder.get("error") if isinstance(holder, Mapping) else None)
+        if failed is not None:  # Google's responses[i].error: this image's query failed
+            where = f"{holder_path}.error" if holder_path else "error"
+            error = failed.error(
+                f"HTTP {response.status_code} from {response.request.url.host}, {where}", _AUTH_HINT
+            )
+            error.args = (self._scrub(str(error)),)
+            raise error
         items = _lookup(document, self.spec.labels_path)
         if items is _MISSING:
             items = []

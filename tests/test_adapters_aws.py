@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterator
+
 import pytest
 
 from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
 from apiwrap.adapters.aws import _vendor_error
+from apiwrap.adapters.base import VendorAnswer, top1
+from apiwrap.adapters.emulators._http import HttpReply, HttpServer
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
+from tests.fixtures import vendors as published
 
 RIGHT_KEY = "AKIAEMULATORRIGHT1"
 WRONG_KEY = "AKIAEMULATORWRONG2"
@@ -137,3 +143,78 @@ async def test_real_model_answers_like_the_shared_image_model(vendor_emulator) -
     assert answer.top1 == expected[0][0].casefold()
     assert answer.labels[0].score == pytest.approx(expected[0][1], abs=1e-9)
     await adapter.aclose()
+
+
+@pytest.fixture
+def canned_aws(no_aws_env) -> Iterator[Callable[[HttpReply], str]]:
+    """Serves one reply to every request; gives the server's endpoint."""
+    servers: list[HttpServer] = []
+
+    def serve(reply: HttpReply) -> str:
+        servers.append(HttpServer(lambda request: reply))
+        return servers[-1].url
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+_STREET = published.load("aws/detect_labels_street.json")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps(_STREET).encode("utf-16"),  # re-encoded on the way: not UTF-8
+        json.dumps(_STREET["Labels"]).encode(),  # the label list without its answer object
+        json.dumps({**_STREET, "Labels": {"Labels": _STREET["Labels"]}}).encode(),  # a map, not a list
+    ],
+    ids=["utf-16", "bare-list", "labels-map"],
+)
+async def test_any_body_botocore_cannot_parse_is_a_malformed_answer(canned_aws, body) -> None:
+    endpoint = canned_aws(HttpReply(200, body, {"Content-Type": "application/x-amz-json-1.1"}))
+    adapter = create_adapter("aws", endpoint=endpoint)
+    with pytest.raises(MalformedAnswer, match="could not be parsed"):
+        await adapter.label_batch([solid_png()])
+    await adapter.aclose()
+
+
+async def _answer_for(canned_aws, document: dict) -> VendorAnswer:
+    endpoint = canned_aws(
+        HttpReply(200, json.dumps(document).encode(), {"Content-Type": "application/x-amz-json-1.1"})
+    )
+    adapter = create_adapter("aws", endpoint=endpoint)
+    try:
+        [answer] = await adapter.label_batch([solid_png()])
+    finally:
+        await adapter.aclose()
+    return answer
+
+
+async def test_each_tie_of_the_published_answer_goes_to_its_most_specific_label(canned_aws) -> None:
+    answer = await _answer_for(canned_aws, _STREET)
+    # Automobile, Vehicle, Transportation and Car tie at 99.15; the last two are the first's and
+    # the last's parents, and of Automobile and Car, both most specific, the first by name wins.
+    assert answer.top1 == "automobile"
+    parents = {
+        label["Name"].casefold(): {p["Name"].casefold() for p in label["Parents"]}
+        for label in _STREET["Labels"]
+    }
+    for score in {label.score for label in answer.labels}:
+        tied = [label for label in answer.labels if label.score == score]
+        chosen = top1(tied)
+        assert not any(chosen in parents[label.name] for label in tied), (score, chosen)
+    assert (
+        top1([label for label in answer.labels if label.name in {"urban", "town", "building", "city"}])
+        == "city"
+    )
+
+
+async def test_a_tied_alias_yields_to_the_label_it_aliases(canned_aws) -> None:
+    # The 99.15 tie of the published answer, with Automobile given as an alias of Car, the way
+    # DetectLabels 3.0 reports synonyms (Label.Aliases in the API reference).
+    tie = [label for label in _STREET["Labels"] if label["Confidence"] == _STREET["Labels"][0]["Confidence"]]
+    car = next(label for label in tie if label["Name"] == "Car")
+    aliased = [label for label in tie if label is not car] + [{**car, "Aliases": [{"Name": "Automobile"}]}]
+    answer = await _answer_for(canned_aws, {**_STREET, "Labels": aliased})
+    assert answer.top1 == "car"

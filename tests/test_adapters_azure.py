@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
 import pytest
 
 from apiwrap.adapters import AuthError, MalformedAnswer, Rejected, Throttled, Transient, create_adapter
 from apiwrap.adapters.base import ImageLimits
+from apiwrap.adapters.emulators._http import HttpReply, HttpServer
 from apiwrap.adapters.emulators.fakes import solid_png
 from apiwrap.adapters.emulators.model import ImageModel
+from apiwrap.budgets import Budget, Price
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.scheduler import QueryScheduler, RetryPolicy
+from apiwrap.errors import JobAborted
+from tests.fixtures import vendors as published
 
 RIGHT_KEY = "0123456789abcdef-right"
 WRONG_KEY = "fedcba9876543210-wrong"
@@ -116,3 +125,71 @@ async def test_real_model_answers_like_the_shared_image_model(vendor_emulator) -
     assert answer.top1 == expected[0][0].casefold()
     assert answer.labels[0].score == pytest.approx(expected[0][1], abs=1e-9)
     await adapter.aclose()
+
+
+@pytest.fixture
+def canned_azure() -> Iterator[Callable[[HttpReply], str]]:
+    """Serves one reply to every request; gives the server's endpoint."""
+    servers: list[HttpServer] = []
+
+    def serve(reply: HttpReply) -> str:
+        servers.append(HttpServer(lambda request: reply))
+        return servers[-1].url
+
+    yield serve
+    for server in servers:
+        server.close()
+
+
+# 22 days, 14 hours, 18 minutes and 12 seconds: the wait the published body names.
+QUOTA_WAIT_S = 22 * 86400 + 14 * 3600 + 18 * 60 + 12
+
+
+@pytest.mark.parametrize(("headers", "retry_after"), [({}, QUOTA_WAIT_S), ({"Retry-After": "3600"}, 3600.0)])
+async def test_out_of_call_volume_quota_is_throttled_with_its_wait(
+    canned_azure, headers, retry_after
+) -> None:
+    body = published.raw("azure/out_of_call_volume_quota.json")
+    endpoint = canned_azure(HttpReply(403, body, {"Content-Type": "application/json", **headers}))
+    adapter = create_adapter("azure", endpoint=endpoint, key=RIGHT_KEY)
+    with pytest.raises(Throttled, match="Out of call volume quota") as caught:
+        await adapter.label_batch([solid_png()])
+    assert caught.value.retry_after == retry_after
+    await adapter.aclose()
+
+
+async def test_a_quota_that_refills_past_the_retry_deadline_stops_the_job_at_once(
+    canned_azure, tmp_path
+) -> None:
+    received: list[object] = []
+    body = published.raw("azure/out_of_call_volume_quota.json")
+
+    def answer(request: object) -> HttpReply:
+        received.append(request)
+        return HttpReply(403, body, {"Content-Type": "application/json"})
+
+    server = HttpServer(answer)
+    adapter = create_adapter("azure", endpoint=server.url, key=RIGHT_KEY)
+    journal = Journal(tmp_path / "job.sqlite")
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    scheduler = QueryScheduler(
+        adapter,
+        journal,
+        Budget(),
+        price=Price(Decimal("1.00")),
+        retry=RetryPolicy(deadline_s=120),
+        sleep=sleep,
+    )
+    try:
+        with pytest.raises(JobAborted, match="Out of call volume quota"):
+            await scheduler.query(journal.image_id("image"), 0, solid_png(), "digest")
+        assert len(received) == 1 and waits == []  # not 22 days of waiting for one retry
+    finally:
+        await scheduler.aclose()
+        journal.close()
+        await adapter.aclose()
+        server.close()

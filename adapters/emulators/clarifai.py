@@ -55,7 +55,14 @@ class ClarifaiEmulator(Emulator):
         self.policy.open_call()
         authorization = str(dict(context.invocation_metadata()).get("authorization", ""))
         pat = authorization.removeprefix("Key ").strip() if authorization.startswith("Key ") else None
-        if pat is None or (self.config.api_key is not None and pat != self.config.api_key):
+        if not pat:
+            self.policy.refuse("auth")
+            return _failure(
+                StatusCode.CONN_INVALID_REQUEST,
+                "Invalid request",
+                "Empty or malformed authorization header. Please provide an API key or session token.",
+            )
+        if self.config.api_key is not None and pat != self.config.api_key:
             self.policy.refuse("auth")
             return _failure(StatusCode.CONN_KEY_INVALID, "API key not found", "Invalid API key or PAT")
         action = self.policy.decide()

@@ -88,6 +88,7 @@ class Engine:
             | (provenance or {})
             | denoiser
         )
+        _refuse_another_label_rule(journal, parameters)
         _refuse_another_base_classifier(journal, parameters, denoisers[0])
         journal.bind_parameters(parameters)
         journal.record_run(__version__, [record.to_json() for record in denoisers])
@@ -235,6 +236,20 @@ def _other_bytes(image: str, index: int, prepared: str, sent: set[str]) -> JobAb
         f"last stopped, have sha256 {prepared}, not {others} as sent then: the base classifier changed "
         "since the job started (another denoiser runtime, device or machine); nothing was sent for "
         "it. Resume where the job started, or start a new job"
+    )
+
+
+def _refuse_another_label_rule(journal: Journal, parameters: dict[str, object]) -> None:
+    """A journal whose votes another rule counted cannot take this apiwrap's votes: no parameter
+    the user can set brings the rule back, so the refusal says what can be done instead."""
+    stored = (journal.parameters() or {}).get("label_rule")
+    if stored is None or stored == parameters.get("label_rule"):
+        return
+    raise JournalError(
+        f"job {journal.path.stem!r} counted its votes by label rule {stored!r}, this apiwrap counts them "
+        f"by {parameters.get('label_rule')!r}: votes of two rules cannot be pooled, so the job cannot "
+        "resume; start it again under a new --job name (apiwrap replay still re-certifies its "
+        "journaled votes)"
     )
 
 

@@ -317,6 +317,15 @@ class QueryScheduler:
                     # Not a vote (nothing was judged) and nothing else can succeed either.
                     self.aborted = JobAborted(f"{self.adapter.name}: {result}")
                     _reject(query, self.aborted)
+                elif isinstance(result, Throttled) and _retry_hint(result) > self._retry.deadline_s:
+                    # A quota that refills after the deadline (Azure's "replenished in 22 days"):
+                    # waiting it out would hold the job that long, and no other query can pass.
+                    wait, deadline = _retry_hint(result), self._retry.deadline_s
+                    self.aborted = JobAborted(
+                        f"{self.adapter.name}: {result} (the vendor asks to wait {wait:,.0f} s, past "
+                        f"the retry deadline of {deadline:,.0f} s; resume the job then)"
+                    )
+                    _reject(query, self.aborted)
                 elif result.retryable:
                     if isinstance(result, Throttled):
                         self.stats["throttled"] += 1
