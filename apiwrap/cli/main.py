@@ -671,6 +671,14 @@ def report_command(
     png: Annotated[
         Path | None, typer.Option(help="Plot certified accuracy against radius (several jobs: one plot).")
     ] = None,
+    samples: Annotated[
+        bool,
+        typer.Option(
+            "--samples/--no-samples",
+            help="Show three rebuilt noisy copies per image in the HTML (about 86 KB an image); "
+            "--no-samples leaves them out and loads no denoiser.",
+        ),
+    ] = True,
 ) -> None:
     """Write a job's report (HTML, CSV, PNG) from its journal, sending no query.
 
@@ -689,7 +697,7 @@ def report_command(
             load_job(Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)) for job in jobs
         ]
         if html is not None:
-            write_html(loaded[0], html)
+            write_html(loaded[0], html, copies=3 if samples else 0)
         if csv is not None:
             write_csv(loaded[0], csv)
         if png is not None:
