@@ -338,7 +338,7 @@ def _copies(evidence: Evidence) -> str:
     return f'<div class="copies">{"".join(figures)}</div>' if figures else ""
 
 
-def _image_row(image: ImageRecord, evidence: Evidence, shown_name: str) -> str:
+def _image_row(image: ImageRecord, evidence: Evidence, shown_name: str, one_folder: bool) -> str:
     result = image.result
     thumb = f'<img class="thumb" alt="image" src="{evidence.thumbnail}"><br>' if evidence.thumbnail else ""
     notes = "".join(f"<br><small>{escape(note)}</small>" for note in evidence.notes)
@@ -350,7 +350,9 @@ def _image_row(image: ImageRecord, evidence: Evidence, shown_name: str) -> str:
     top = max(result.top_votes.values(), default=0) if result is not None else 0
     counted = (result.estimation_votes or sum(result.top_votes.values())) if result is not None else 0
     share = top / counted if counted else 0.0
-    path = f"<br><small>{escape(shown_name)}</small>" if Path(shown_name).name != shown_name else ""
+    # The folder is said once above the table when every image shares it; otherwise in each row.
+    folder = str(Path(shown_name).parent)
+    path = f"<br><small>{escape(folder)}</small>" if not one_folder and folder != "." else ""
     return (
         f'<tr class="image-row"><td data-sort="{escape(shown_name)}">{thumb}{escape(Path(shown_name).name)}'
         f"{path}<br><small>{escape((image.digest or '')[:16])}</small>{notes}</td>"
@@ -382,11 +384,15 @@ def render_html(
     if not any(item.thumbnail for item in evidence.values()) and job.images:
         job_notes.append("None of the job's source images was found here: the report shows no pictures.")
     notes = "".join(f'<p class="note">{escape(note)}</p>' for note in job_notes)
+    shown = {image.name: names.get(image.name, image.name) for image in job.images}
+    folders = {str(Path(name).parent) for name in shown.values()}
+    one_folder = len(folders) == 1
+    where = f" Images from {escape(next(iter(folders)))}." if one_folder and folders != {"."} else ""
     rows = "".join(
-        _image_row(image, evidence[image.image_id], names.get(image.name, image.name)) for image in job.images
+        _image_row(image, evidence[image.image_id], shown[image.name], one_folder) for image in job.images
     )
     mode = job.settings.mode
-    shown = "the first estimation samples sent" if copies else "not shown (--no-samples)"
+    copies_shown = "the first estimation samples sent" if copies else "not shown (--no-samples)"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
@@ -400,9 +406,9 @@ def render_html(
 <div class="columns"><div><h2>Spend and time</h2>{_spend(job)}</div><div>{_meaning(job)}</div></div>
 {_curve(job)}
 <h2>Images</h2>
-<p>Noisy copies: {shown}, rebuilt from the seed and the denoiser, with the
+<p>Noisy copies: {copies_shown}, rebuilt from the seed and the denoiser, with the
 vendor's label for each; previews are JPEG, the bytes sent were PNG (their sha256 matched the
-journal's unless marked). Click a column's header to sort by it.</p>
+journal's unless marked). Click a column's header to sort by it.{where}</p>
 <input id="filter" type="search" placeholder="Filter rows (label, name, reason...)" aria-label="filter rows">
 <table class="grid" id="images"><thead><tr><th data-key="image" data-type="text">image</th>
 <th data-key="clean" data-type="text">vendor's clean label</th>
