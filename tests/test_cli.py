@@ -148,6 +148,8 @@ def test_version_and_readable_help() -> None:
         assert unreadable not in shown.output
     serve = runner.invoke(app, ["serve", "--help"], env=wide)
     assert "Add a [metrics] key" in serve.output
+    root = runner.invoke(app, ["--help"], env=wide)
+    assert "--version" in root.output and "<bool>" not in root.output
 
 
 def test_no_help_text_loses_brackets_to_rich_markup() -> None:

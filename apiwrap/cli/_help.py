@@ -1,18 +1,19 @@
 """Help screens as a person reads them: ``PATH...`` for positional files, no ``<bool>`` beside a flag.
 
 typer 0.29 writes a required argument as ``{images}...`` in the usage line, ``<list[Path]>`` in
-its type column, and ``<bool>`` beside every flag, though a flag takes no value.
-:class:`ReadableCommand` keeps typer's panels and changes only those three.
+its type column, ``<bool>`` beside every flag, though a flag takes no value, and keeps the line
+breaks of a docstring. :class:`ReadableCommand` keeps typer's panels and changes only those.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
-__all__ = ["ReadableCommand", "readable_help"]
+__all__ = ["ReadableCommand", "ReadableGroup", "readable_help"]
 
 
 class _ReadableArgument(TyperArgument):
@@ -28,21 +29,36 @@ class _ReadableArgument(TyperArgument):
         return name if self.required else f"[{name}]"
 
 
+def _readable(params: list[Any]) -> None:
+    for param in params:
+        if isinstance(param, TyperArgument):
+            # typer builds the argument; only how it is displayed changes.
+            param.__class__ = _ReadableArgument
+        elif getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+
+
 class ReadableCommand(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for param in self.params:
-            if isinstance(param, TyperArgument):
-                # typer builds the argument; only how it is displayed changes.
-                param.__class__ = _ReadableArgument
-            elif getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
+        if self.help:
+            # A docstring's line breaks are the source's, not the screen's: paragraphs reflow.
+            paragraphs = inspect.cleandoc(self.help).split("\n\n")
+            self.help = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        if option is not None:
-            option.metavar = ""
-        return option
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # with --help, which click adds here
+        _readable(params)
+        return params
+
+
+class ReadableGroup(TyperGroup):
+    """The ``apiwrap`` command itself: its flags (``--version``, ``--help``) shown without ``<bool>``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        _readable(params)
+        return params
 
 
 def readable_help(app: typer.Typer) -> None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from apiwrap.cli._help import readable_help
+from apiwrap.cli._help import ReadableGroup, readable_help
 from apiwrap.cli.denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli.emulate import emulate
 from apiwrap.cli.jobs import list_jobs, show_job
@@ -39,6 +39,7 @@ app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=ReadableGroup,
 )
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -683,7 +684,7 @@ def report_command(
     """Write a job's report (HTML, CSV, PNG) from its journal, sending no query.
 
     The HTML shows the source images and noisy copies when the image files are where the job
-    read them (names are paths as given to certify); otherwise it says so and shows none.
+    read them (the journal keeps their absolute paths); otherwise it says so and shows none.
     """
     from apiwrap.engine.jobs import journal_path
     from apiwrap.reports import load_job, write_csv, write_html, write_png

@@ -1,4 +1,4 @@
-"""The live progress of a ``certify`` / ``predict`` job, and what an interrupted one says.
+"""The live progress of a ``certify`` / ``predict`` job, and the command that resumes one.
 
 The display counts what the job holds, not only what this run did: a resumed job starts at
 the queries its journal already answered (shown as reused) and the money already spent, so
