@@ -280,3 +280,29 @@ def test_jobs_lists_runs_newest_first_and_show_tells_one(
 
     missing = runner.invoke(app, ["show", "no-such-job"])
     assert missing.exit_code == 2 and "no journal at" in missing.output
+
+
+def test_result_lines_print_above_the_display_on_a_terminal_and_to_a_redirected_stdout() -> None:
+    from apiwrap.cli.progress import JobProgress, JournalTally
+
+    def progress(stdout: Console) -> tuple[JobProgress, Console]:
+        display = Console(file=io.StringIO(), force_terminal=True, width=120, record=True)
+        shown = JobProgress(
+            display, label="certify", images=1, queries_per_image=7, before=JournalTally(0, 0), max_usd=None,
+            stdout=stdout,
+        )  # fmt: skip
+        return shown, display
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, record=True)
+    on_screen, display = progress(terminal)
+    with on_screen:
+        on_screen.print_line("cat.png: certified")
+    # Through the live display's console, which redraws the bar below the line.
+    assert "cat.png: certified" in display.export_text() and terminal.export_text() == ""
+
+    redirected = Console(file=io.StringIO(), force_terminal=False, record=True)
+    to_file, display = progress(redirected)
+    with to_file:
+        to_file.print_line("cat.png: certified")
+    assert redirected.export_text() == "cat.png: certified\n"
+    assert "cat.png" not in display.export_text()

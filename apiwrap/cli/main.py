@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -321,7 +321,7 @@ def _run(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> None:
 
             def finished(result: ImageResult) -> None:
                 progress.image_finished(result)
-                _print_line(result)
+                _print_line(result, progress.print_line)
                 if jsonl is not None:
                     row = _row(spec.job, settings, result) | {
                         "spend_usd": _spend_usd(spend.micro_usd(result.image))
@@ -394,14 +394,14 @@ def _write_job_reports(journal: Path, directory: Path) -> None:
     console.print("report: " + ", ".join(str(path) for path in written))
 
 
-def _print_line(result: ImageResult) -> None:
+def _print_line(result: ImageResult, show: Callable[[str], None] = out.print) -> None:
     name = Path(result.image).name
     if result.status == "failed":
-        out.print(f"{name}: [red]FAILED[/red] {result.error}")
+        show(f"{name}: [red]FAILED[/red] {result.error}")
         return
     if result.status == "budget":
         bought = f"; {result.estimation_votes} estimation votes bought" if result.estimation_votes else ""
-        out.print(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
+        show(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
         return
     agree = (
         ""
@@ -416,7 +416,7 @@ def _print_line(result: ImageResult) -> None:
     else:
         verdict = f"[yellow]ABSTAIN[/yellow] ({result.abstain_reason}; candidate {result.candidate})"
     drift = f"  [red]model versions {result.model_versions}[/red]" if len(result.model_versions) > 1 else ""
-    out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
+    show(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
 
 
 def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) -> None:

@@ -124,14 +124,14 @@ class JobProgress:
         stdout: Console,
     ) -> None:
         self._queries_per_image = queries_per_image
+        self._stdout = stdout
         cap = to_micro_usd(max_usd) if max_usd is not None else None
-        # A terminal's stdout goes through the display, so lines print above it; a file's stays a file.
         self._progress = Progress(
             TextColumn(label),
             BarColumn(bar_width=20),
             _Status(cap),
             console=console,
-            redirect_stdout=stdout.is_terminal,
+            redirect_stdout=False,  # stdout is the results': a file stays a file
         )
         self._task = self._progress.add_task(
             label,
@@ -157,6 +157,14 @@ class JobProgress:
         traceback: TracebackType | None,
     ) -> None:
         self._progress.stop()  # the last state stays on screen: what the job had done
+
+    def print_line(self, markup: str) -> None:
+        """A result line on stdout; on a terminal that also shows the display, printed above it
+        (Rich redraws a live display only around what its own console prints)."""
+        if self._stdout.is_terminal and self._progress.console.is_terminal:
+            self._progress.console.print(markup)
+        else:
+            self._stdout.print(markup)
 
     def query_answered(self) -> None:
         self._progress.advance(self._task)
