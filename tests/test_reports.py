@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import html
 import io
 import json
+import re
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
+from collections import Counter
 from decimal import Decimal
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,18 +26,20 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from apiwrap.adapters.emulators import EmulatorConfig, emulator
-from apiwrap.budgets import Price, PriceTable
+from apiwrap.budgets import Price, PriceTable, format_usd
 from apiwrap.cli import app
 from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
 from apiwrap.errors import ConfigurationError
 from apiwrap.reports import curve_png, load_job, read_csv, render_html, write_csv
-from apiwrap.reports.curve import accuracy_steps
+from apiwrap.reports.curve import accuracy_steps, legend_label
 from apiwrap.reports.evidence import gather_evidence
 from apiwrap.reports.page import rms_per_value
 from apiwrap.service import create_app
 from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.statistics.radii import report_radii
 from apiwrap.statistics.settings import ROW_FIELDS
+from apiwrap.statistics.summary import certified_at
 from apiwrap.testing import fake_classify
 from tests.fakes import FaultyVendor
 from tests.test_service import FAST, GREEN, RED, ServerThread, client, service_config, wait_for_job
@@ -292,9 +300,16 @@ def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     ]  # fmt: skip
     with tempfile.TemporaryDirectory() as profile:
         common = [str(CHROMIUM), *flags, f"--user-data-dir={profile}"]
-        dom = subprocess.run(
-            [*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
-        ).stdout
+
+        def dump(url: str) -> str:
+            done = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        dom = dump(page.as_uri())
+        # The table's script sorts at load when the address asks (#sort=KEY[-desc]), as a click does.
+        by_name = dump(page.as_uri() + "#sort=image-desc")
+        by_spend = dump(page.as_uri() + "#sort=spend")
         subprocess.run(
             [*common, "--window-size=1400,4000", f"--screenshot={shot}", page.as_uri()],
             capture_output=True,
@@ -302,7 +317,12 @@ def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
             check=True,
         )
 
-    assert _parse(dom).image_rows == 3 and 'id="curve"' in dom
+    assert _parse(dom).image_rows == 3 and 'id="curve"' in dom and 'id="headline"' in dom
+    names = [image.name for image in job.images]
+    assert _sort_keys(dom, 0) == names  # as journaled
+    assert _sort_keys(by_name, 0) == sorted(names, reverse=True)
+    spends = [float(key) for key in _sort_keys(by_spend, 4)]  # the copies column has no key
+    assert spends == sorted(spends) and 'aria-sort="ascending"' in by_spend
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
 
     def count(rgb: tuple[int, int, int]) -> int:
@@ -311,3 +331,81 @@ def test_the_html_renders_in_headless_chromium(tmp_path: Path) -> None:
     # The curve's markers are matplotlib's first colour; the vote bars are solid CSS boxes.
     assert count((31, 119, 180)) > 20, "the inlined curve was not drawn"
     assert count((10, 122, 47)) > 20, "the images table's vote bars were not drawn"
+    assert count((243, 248, 241)) > 5000, "the headline's box was not drawn"
+
+
+def _sort_keys(dom: str, column: int) -> list[str]:
+    """The sort key of ``column`` in each row of the images table, in the order the DOM has them."""
+    rows = re.findall(r'<tr class="image-row">(.*?)</tr>', dom, re.S)
+    return [html.unescape(re.findall(r'<td[^>]*?data-sort="([^"]*)"', row)[column]) for row in rows]
+
+
+def test_the_page_opens_on_a_headline_with_abstentions_by_reason(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "headline", images=6, cat_share=0.7).journal)
+    page = render_html(job)
+    results = job.results
+    certified = [r for r in results if r.status == "certified"]
+    abstained = Counter(r.abstain_reason for r in results if r.status == "abstained")
+    assert certified and abstained  # the fake vendor's mix gives both
+
+    # The headline comes before everything else the page shows; the settings are folded at the end.
+    order = [page.index(marker) for marker in ('id="headline"', 'id="curve"', 'id="images"', 'id="settings"')]
+    assert order == sorted(order)
+    assert '<details id="settings">' in page and "target_radius" in page.split('id="settings"')[1]
+    headline = page[page.index('id="headline"') : page.index("</section>")]
+    agreeing = sum(r.label == r.reference_label for r in certified)
+    assert f"{agreeing} of 6 images certified with the vendor's clean label" in headline
+    radii = sorted(r.radius for r in certified if r.radius is not None)
+    assert f"median certified radius {statistics.median(radii):.3f}" in headline
+    per_certificate = format_usd(int(round(job.spent_micro_usd / len(certified), -3)))  # to 0.1 cent
+    assert f"{per_certificate} per certificate" in headline
+    for reason, count in abstained.items():
+        assert f"<li>{count} abstained: {html.escape(reason)}</li>" in headline
+    for radius in report_radii(job.settings.sigma):
+        at = sum(certified_at(r, radius) for r in results)
+        assert f"<li>at radius {radius:g}: {at} of 6</li>" in headline
+
+
+def test_the_inline_script_is_the_only_one_the_page_allows(tmp_path: Path) -> None:
+    page = render_html(load_job(_job(tmp_path, "csp", images=2).journal))
+    (script,) = re.findall(r"<script>(.*?)</script>", page, re.S)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    (policy,) = re.findall(r'Content-Security-Policy" content="([^"]+)"', page)
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert "unsafe-inline'" not in policy.split("script-src")[1]  # no other script can run
+
+
+def test_no_samples_leaves_the_noisy_copies_out(tmp_path: Path) -> None:
+    report = _job(tmp_path, "lean", images=2, denoiser="fast-stab-s025", size=32)
+    runs = str(tmp_path / "runs")
+    full, lean = tmp_path / "full.html", tmp_path / "lean.html"
+    assert runner.invoke(app, ["report", "lean", "--runs-dir", runs, "--html", str(full)]).exit_code == 0
+    done = runner.invoke(app, ["report", "lean", "--runs-dir", runs, "--html", str(lean), "--no-samples"])
+    assert done.exit_code == 0, done.output
+    assert full.read_text().count('alt="noisy copy') == 2 * 3
+    page = lean.read_text()
+    assert 'alt="noisy copy' not in page and page.count('class="thumb"') == 2
+    assert "not shown (--no-samples)" in page and report.journal.exists()
+
+
+def test_a_report_built_from_another_folder_has_its_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (work / "photo.png").write_bytes(_png(7, 32))
+    monkeypatch.chdir(work)
+    args = ["certify", "photo.png", "--n", "4", "--denoiser", "none", "--job", "moved"]
+    assert runner.invoke(app, args).exit_code == 0  # a relative path, as a user types it
+    monkeypatch.chdir(elsewhere)
+    page = elsewhere / "moved.html"
+    built = runner.invoke(app, ["report", "moved", "--runs-dir", str(work / "runs"), "--html", str(page)])
+    assert built.exit_code == 0, built.output
+    assert page.read_text().count('class="thumb"') == 1 and "not found here" not in page.read_text()
+
+
+def test_the_legend_counts_images_in_the_singular_and_plural(tmp_path: Path) -> None:
+    job = load_job(_job(tmp_path, "legend", images=1).journal)
+    assert legend_label(job, 1).endswith("(1 image)")
+    assert legend_label(job, 3).endswith("(3 images)")

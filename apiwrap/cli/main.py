@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,17 +18,19 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from apiwrap.cli._help import ReadableGroup, readable_help
 from apiwrap.cli.denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli.emulate import emulate
+from apiwrap.cli.jobs import list_jobs, show_job
 from apiwrap.cli.serve import serve
 from apiwrap.engine.settings import CertificationOptions, ConnectionOptions, JobOptions, SettingsError
 from apiwrap.errors import ApiwrapError
 from apiwrap.statistics.settings import Mode, Selection
 
 if TYPE_CHECKING:
+    from apiwrap.cli.progress import JobProgress
     from apiwrap.engine.jobs import JobReport, JobSpec
     from apiwrap.statistics.procedures import ImageResult
     from apiwrap.statistics.settings import CertificationSettings
@@ -37,6 +39,7 @@ app = typer.Typer(
     help="Certified labels from black-box vision APIs by denoised randomized smoothing.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
+    cls=ReadableGroup,
 )
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -44,6 +47,15 @@ out = Console(soft_wrap=True)
 # Defaults and help come from the settings model every door shares (apiwrap.engine.settings);
 # only what the user typed is passed on, so the model's rules see exactly what was asked for.
 SETTINGS, RUN, CONNECTION = CertificationOptions(), JobOptions(), ConnectionOptions()
+
+
+# certify's options in the panels of its help, in the order a first job meets them.
+_VENDOR = "Vendor"
+_CERT = "Certification"
+_SEQ = "Sequential design (stop each image once its votes decide)"
+_MONEY = "Budget"
+_RATE = "Rate, retries and workers"
+_OUT = "Job, journal and output"
 
 
 def _help(model: type[BaseModel], name: str) -> str:
@@ -55,44 +67,81 @@ def _flag(name: str) -> str:
 
 
 ImagesArg = Annotated[
-    list[Path], typer.Argument(help="Image files or folders (PNG, JPEG, WebP).", exists=True)
+    list[Path],
+    typer.Argument(
+        metavar="PATH...", help="Image files or folders (PNG, JPEG, WebP).", exists=True, show_default=False
+    ),
 ]
-VendorOpt = Annotated[str, typer.Option(help="Vendor adapter: local, aws, google, azure, clarifai, http.")]
+VendorOpt = Annotated[
+    str,
+    typer.Option(rich_help_panel=_VENDOR, help="Vendor adapter: local, aws, google, azure, clarifai, http."),
+]
 EndpointOpt = Annotated[
-    str | None, typer.Option(help="Override the vendor's endpoint URL (e.g. an emulator).")
+    str | None,
+    typer.Option(rich_help_panel=_VENDOR, help="Override the vendor's endpoint URL (e.g. an emulator)."),
 ]
-SigmaOpt = Annotated[float | None, typer.Option(help=_help(CertificationOptions, "sigma"))]
-N0Opt = Annotated[int, typer.Option("--n0", help=_help(CertificationOptions, "n0"))]
-NOpt = Annotated[int, typer.Option("--n", help=_help(CertificationOptions, "n"))]
-AlphaOpt = Annotated[float, typer.Option(help=_help(CertificationOptions, "alpha"))]
-SeedOpt = Annotated[int, typer.Option(help=_help(CertificationOptions, "seed"))]
-DenoiserOpt = Annotated[str, typer.Option(help=_help(CertificationOptions, "denoiser"))]
-SizeOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "size"))]
-TargetRadiusOpt = Annotated[float | None, typer.Option(help=_help(CertificationOptions, "target_radius"))]
-MaxQueriesOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "max_queries"))]
-SelectionOpt = Annotated[Selection, typer.Option(help=_help(CertificationOptions, "selection"))]
-OutOpt = Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")]
-JobOpt = Annotated[str | None, typer.Option(help=_help(JobOptions, "job"))]
-RunsOpt = Annotated[Path, typer.Option(help="Folder of job journals.")]
-MaxUsdOpt = Annotated[str | None, typer.Option(help=_help(JobOptions, "max_usd"))]
-MaxJobQueriesOpt = Annotated[int | None, typer.Option(help=_help(JobOptions, "max_job_queries"))]
-AllocateOpt = Annotated[bool, typer.Option(help=_help(JobOptions, "allocate"))]
-ForceOpt = Annotated[bool, typer.Option(help=_help(JobOptions, "force_denoiser"))]
-TpsOpt = Annotated[float | None, typer.Option(help=_help(ConnectionOptions, "tps"))]
-ConcurrencyOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "concurrency"))]
-AttemptsOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "max_attempts"))]
-PricesOpt = Annotated[Path | None, typer.Option(help="TOML file overriding the price table.", exists=True)]
+SigmaOpt = Annotated[
+    float | None, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "sigma"))
+]
+N0Opt = Annotated[int, typer.Option("--n0", rich_help_panel=_CERT, help=_help(CertificationOptions, "n0"))]
+NOpt = Annotated[int, typer.Option("--n", rich_help_panel=_CERT, help=_help(CertificationOptions, "n"))]
+AlphaOpt = Annotated[float, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "alpha"))]
+SeedOpt = Annotated[int, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "seed"))]
+DenoiserOpt = Annotated[
+    str, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "denoiser"))
+]
+SizeOpt = Annotated[int | None, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "size"))]
+TargetRadiusOpt = Annotated[
+    float | None, typer.Option(rich_help_panel=_SEQ, help=_help(CertificationOptions, "target_radius"))
+]
+MaxQueriesOpt = Annotated[
+    int | None, typer.Option(rich_help_panel=_SEQ, help=_help(CertificationOptions, "max_queries"))
+]
+SelectionOpt = Annotated[
+    Selection, typer.Option(rich_help_panel=_CERT, help=_help(CertificationOptions, "selection"))
+]
+OutOpt = Annotated[
+    Path | None, typer.Option(rich_help_panel=_OUT, help="Write one JSON line per image here.")
+]
+JobOpt = Annotated[str | None, typer.Option(rich_help_panel=_OUT, help=_help(JobOptions, "job"))]
+RunsOpt = Annotated[Path, typer.Option(rich_help_panel=_OUT, help="Folder of job journals.")]
+MaxUsdOpt = Annotated[str | None, typer.Option(rich_help_panel=_MONEY, help=_help(JobOptions, "max_usd"))]
+MaxJobQueriesOpt = Annotated[
+    int | None, typer.Option(rich_help_panel=_MONEY, help=_help(JobOptions, "max_job_queries"))
+]
+AllocateOpt = Annotated[bool, typer.Option(rich_help_panel=_MONEY, help=_help(JobOptions, "allocate"))]
+ForceOpt = Annotated[bool, typer.Option(rich_help_panel=_CERT, help=_help(JobOptions, "force_denoiser"))]
+TpsOpt = Annotated[float | None, typer.Option(rich_help_panel=_RATE, help=_help(ConnectionOptions, "tps"))]
+ConcurrencyOpt = Annotated[
+    int, typer.Option(rich_help_panel=_RATE, help=_help(ConnectionOptions, "concurrency"))
+]
+AttemptsOpt = Annotated[
+    int, typer.Option(rich_help_panel=_RATE, help=_help(ConnectionOptions, "max_attempts"))
+]
+PricesOpt = Annotated[
+    Path | None,
+    typer.Option(rich_help_panel=_MONEY, help="TOML file overriding the price table.", exists=True),
+]
 EmulateOpt = Annotated[
-    bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
+    bool,
+    typer.Option(
+        rich_help_panel=_VENDOR,
+        help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.",
+    ),
 ]
 ReportDirOpt = Annotated[
     Path | None,
-    typer.Option("--report", help="When the job ends, write DIR/JOB.html, .csv and .png (docs/reports.md)."),
+    typer.Option(
+        "--report",
+        rich_help_panel=_OUT,
+        help="When the job ends, write DIR/JOB.html, .csv and .png (docs/reports.md).",
+    ),
 ]
 
 RayOpt = Annotated[
     str | None,
     typer.Option(
+        rich_help_panel=_RATE,
         metavar="ADDRESS",
         help="Prepare samples and send queries from Ray workers (pip install 'apiwrap-certify\\[ray]'): "
         "'local' starts Ray on this machine, 'auto' joins this machine's cluster, or HOST:PORT; the journal, "
@@ -109,6 +158,27 @@ class ExitCode(IntEnum):
     IMAGES_FAILED = 3  # some images failed (unreadable, refused by the vendor's limits, no answer)
     BUDGET_EXHAUSTED = 4  # the budget ran out: some images were left unfunded
     JOB_ABORTED = 5  # the job stopped for every image (e.g. the vendor refused the credentials)
+    INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it: the journal keeps every answered vote
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from apiwrap import __version__
+
+        out.print(f"apiwrap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print apiwrap's version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Certified labels from black-box vision APIs by denoised randomized smoothing."""
 
 
 def _fail(message: str) -> None:
@@ -208,49 +278,97 @@ def _row(job: str, settings: CertificationSettings, result: ImageResult) -> dict
     return {"job": job, **settings.row(), **result.to_json()}
 
 
+def _spend_usd(micro_usd: int) -> str:
+    """Dollars as an exact decimal string (JSON has no decimal type), as the CSV writes them."""
+    from apiwrap.budgets import from_micro_usd
+
+    return str(from_micro_usd(micro_usd))
+
+
 def _run(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> None:
+    from apiwrap.cli.progress import ImageSpend, JobProgress, resume_command, tally
     from apiwrap.engine.images import find_images
-    from apiwrap.engine.jobs import run_job
+    from apiwrap.engine.jobs import journal_path, run_job
 
     files = find_images(values["images"])
     if not files:
         _fail("no images found (looked for .png, .jpg, .jpeg, .webp)")
     spec = _job_spec(mode, ctx, values)
     settings = spec.settings
+    journal = journal_path(spec.runs_dir, spec.job)
     console.print(_describe(spec, len(files), values["emulate"]))
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        task = progress.add_task("queries", total=len(files) * settings.queries_per_image)
-        try:
-            # Each image's line is written as soon as the image is done: a long job's finished
-            # images are readable (and kept) before the last one ends.
-            with values["out"].open("w") if values["out"] else _no_output() as jsonl:
+    try:
+        before = tally(journal)
+    except (ApiwrapError, OSError) as exc:
+        _fail(str(exc))
+    progress = JobProgress(
+        console,
+        label=mode,
+        images=len(files),
+        queries_per_image=settings.queries_per_image,
+        before=before,
+        max_usd=spec.max_usd,
+        stdout=out,
+    )
+    try:
+        # Each image's line is written as soon as the image is done: a long job's finished
+        # images are readable (and kept) before the last one ends.
+        with (
+            progress,
+            contextlib.closing(ImageSpend(journal)) as spend,
+            values["out"].open("w") if values["out"] else _no_output() as jsonl,
+        ):
 
-                def stream(result: ImageResult) -> None:
-                    if jsonl is not None:
-                        jsonl.write(json.dumps(_row(spec.job, settings, result)) + "\n")
-                        jsonl.flush()
+            def finished(result: ImageResult) -> None:
+                progress.image_finished(result)
+                _print_line(result, progress.print_line)
+                if jsonl is not None:
+                    row = _row(spec.job, settings, result) | {
+                        "spend_usd": _spend_usd(spend.micro_usd(result.image))
+                    }
+                    jsonl.write(json.dumps(row) + "\n")
+                    jsonl.flush()
 
-                report = asyncio.run(
-                    run_job(
-                        spec,
-                        [(str(f), f) for f in files],
-                        on_query=lambda: progress.advance(task),
-                        on_result=stream,
-                    )
+            report = asyncio.run(
+                run_job(
+                    spec,
+                    [(_image_name(f, before.image_names), f) for f in files],
+                    on_query=progress.query_answered,
+                    on_result=finished,
+                    on_request=progress.request_finished,
                 )
-        except (ApiwrapError, OSError) as exc:
-            _fail(str(exc))
+            )
+    except (ApiwrapError, OSError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _interrupted(progress, journal, resume_command(ctx, spec.job))
     _print_report(report, sigma=settings.sigma, emulated=values["emulate"])
     if values["report"] is not None:
         _write_job_reports(report.journal, values["report"])
     raise typer.Exit(_exit_code(report))
+
+
+def _image_name(file: Path, journaled: frozenset[str]) -> str:
+    """The name the journal keeps for ``file``: its absolute path, so a report or a resume finds it
+    from any folder; a journal that already holds the path as typed (older jobs) keeps that."""
+    return str(file) if str(file) in journaled else str(file.resolve())
+
+
+def _interrupted(progress: JobProgress, journal: Path, resume: str) -> None:
+    """Ctrl-C: what the journal holds (every answered vote is kept) and the command that resumes."""
+    from apiwrap.budgets import format_usd
+    from apiwrap.cli.progress import tally
+
+    held = tally(journal)
+    this_run = held.answered - progress.before.answered
+    console.print(
+        f"[yellow]interrupted[/yellow]: {held.answered} queries answered "
+        f"({this_run} in this run), {format_usd(held.spent_micro_usd)} spent; "
+        f"journal {escape(str(journal))}. Resume, re-buying nothing, with:",
+        soft_wrap=True,
+    )
+    console.print(escape(resume), soft_wrap=True)
+    raise typer.Exit(ExitCode.INTERRUPTED)
 
 
 @contextlib.contextmanager
@@ -276,14 +394,14 @@ def _write_job_reports(journal: Path, directory: Path) -> None:
     console.print("report: " + ", ".join(str(path) for path in written))
 
 
-def _print_line(result: ImageResult) -> None:
+def _print_line(result: ImageResult, show: Callable[[str], None] = out.print) -> None:
     name = Path(result.image).name
     if result.status == "failed":
-        out.print(f"{name}: [red]FAILED[/red] {result.error}")
+        show(f"{name}: [red]FAILED[/red] {result.error}")
         return
     if result.status == "budget":
         bought = f"; {result.estimation_votes} estimation votes bought" if result.estimation_votes else ""
-        out.print(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
+        show(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
         return
     agree = (
         ""
@@ -298,14 +416,12 @@ def _print_line(result: ImageResult) -> None:
     else:
         verdict = f"[yellow]ABSTAIN[/yellow] ({result.abstain_reason}; candidate {result.candidate})"
     drift = f"  [red]model versions {result.model_versions}[/red]" if len(result.model_versions) > 1 else ""
-    out.print(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
+    show(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
 
 
 def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) -> None:
     from apiwrap.budgets import format_usd
 
-    for result in report.results:
-        _print_line(result)
     spaces = {r.certified_space for r in report.results if r.certified_space}
     for space in sorted(spaces):
         out.print(f"Radii are L2 distances in the image space of {space}.")
@@ -556,11 +672,19 @@ def report_command(
     png: Annotated[
         Path | None, typer.Option(help="Plot certified accuracy against radius (several jobs: one plot).")
     ] = None,
+    samples: Annotated[
+        bool,
+        typer.Option(
+            "--samples/--no-samples",
+            help="Show three rebuilt noisy copies per image in the HTML (about 86 KB an image); "
+            "--no-samples leaves them out and loads no denoiser.",
+        ),
+    ] = True,
 ) -> None:
     """Write a job's report (HTML, CSV, PNG) from its journal, sending no query.
 
     The HTML shows the source images and noisy copies when the image files are where the job
-    read them (names are paths as given to certify); otherwise it says so and shows none.
+    read them (the journal keeps their absolute paths); otherwise it says so and shows none.
     """
     from apiwrap.engine.jobs import journal_path
     from apiwrap.reports import load_job, write_csv, write_html, write_png
@@ -574,7 +698,7 @@ def report_command(
             load_job(Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)) for job in jobs
         ]
         if html is not None:
-            write_html(loaded[0], html)
+            write_html(loaded[0], html, copies=3 if samples else 0)
         if csv is not None:
             write_csv(loaded[0], csv)
         if png is not None:
@@ -584,7 +708,10 @@ def report_command(
     console.print("wrote " + ", ".join(str(path) for path in (html, csv, png) if path is not None))
 
 
+app.command("jobs")(list_jobs)
+app.command("show")(show_job)
 app.command("train-denoiser")(train_denoiser)
 app.command("eval-denoiser")(eval_denoiser)
 app.command("emulate")(emulate)
 app.command("serve")(serve)
+readable_help(app)

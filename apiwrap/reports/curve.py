@@ -18,7 +18,11 @@ from apiwrap.reports._job import JobRecord
 from apiwrap.statistics.radii import report_radii
 from apiwrap.statistics.summary import AccuracyAtRadius, certified_accuracy, certified_at
 
-__all__ = ["accuracy_steps", "curve_png", "write_png"]
+__all__ = ["accuracy_steps", "curve_png", "legend_label", "write_png"]
+
+# Each job's curve differs in colour, line style and marker, so curves stay apart in grey too.
+_LINESTYLES = ("-", "--", "-.", ":")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 def accuracy_steps(job: JobRecord, until: float) -> list[AccuracyAtRadius]:
@@ -36,6 +40,11 @@ def _plottable(job: JobRecord) -> None:
         raise ConfigurationError(
             f"job {job.name!r} has no certified or abstained image with a clean label to plot"
         )
+
+
+def legend_label(job: JobRecord, images: int) -> str:
+    """A curve's legend: the settings that tell jobs apart, and how many images it counts."""
+    return f"{job.describe()} ({images} image{'s' if images != 1 else ''})"
 
 
 def curve_png(jobs: Sequence[JobRecord]) -> bytes:
@@ -57,30 +66,41 @@ def curve_png(jobs: Sequence[JobRecord]) -> bytes:
         + [r.radius for job in jobs for r in job.results if r.radius is not None]
     )
     until = 1.05 * largest
-    # Figure, not pyplot: no global state, so the service can draw in any thread.
-    figure = Figure(figsize=(7.5, 4.5), dpi=110, layout="constrained")
+    several = len(jobs) > 1
+    # Figure, not pyplot: no global state, so the service can draw in any thread. Several jobs get
+    # a legend below the axes (one line each), so the curves stay in view.
+    figure = Figure(figsize=(7.5, 4.5 + (0.22 * len(jobs) if several else 0)), dpi=110, layout="constrained")
     axes = figure.add_subplot()
-    for job in jobs:
+    for number, job in enumerate(jobs):
         steps = accuracy_steps(job, until)
         radii = [row.radius for row in steps]
+        images = steps[0].images
         # Accuracy at r counts radii >= r: on (r_prev, r] it holds the value at r ("steps-pre").
         (line,) = axes.plot(
             radii,
             [row.accuracy for row in steps],
             drawstyle="steps-pre",
-            label=f"{job.describe()} ({steps[0].images} images)",
+            linestyle=_LINESTYLES[number % len(_LINESTYLES)],
+            linewidth=1.8,
+            label=legend_label(job, images),
         )
+        # Bands of several jobs overlap: fainter, so every curve stays readable through them.
         axes.fill_between(
             radii,
             [row.low for row in steps],
             [row.high for row in steps],
             step="pre",
             color=line.get_color(),
-            alpha=0.15,
+            alpha=0.08 if several else 0.15,
             linewidth=0,
         )
         marks = [row for row in steps if row.radius in set(report_radii(job.settings.sigma))]
-        axes.plot([row.radius for row in marks], [row.accuracy for row in marks], "o", color=line.get_color())
+        axes.plot(
+            [row.radius for row in marks],
+            [row.accuracy for row in marks],
+            _MARKERS[number % len(_MARKERS)],
+            color=line.get_color(),
+        )
     axes.set_xlim(0, until)
     axes.set_ylim(0, 1)
     axes.yaxis.set_major_formatter(lambda value, _: f"{value:.0%}")
@@ -91,7 +111,10 @@ def curve_png(jobs: Sequence[JobRecord]) -> bytes:
         fontsize=9,
     )
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="upper right")
+    if several:
+        axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=1, frameon=False)
+    else:
+        axes.legend(fontsize=8, loc="upper right")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

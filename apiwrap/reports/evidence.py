@@ -120,7 +120,7 @@ def gather_evidence(
             continue
         loaded[image.image_id] = decoded
         evidence[image.image_id].thumbnail = preview(to_uint8(decoded.pixels))
-    if not loaded:
+    if not loaded or copies == 0:
         return evidence, []
     denoise, problem = _load_denoiser(job)
     if problem is not None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import math
 import re
+import statistics
 from collections import Counter
 from collections.abc import Mapping
 from html import escape
@@ -48,9 +50,60 @@ img.thumb, .copies img { width: 112px; height: auto; image-rendering: auto; bord
 .columns { display: grid; grid-template-columns: minmax(280px, 420px) minmax(400px, 1fr); gap: 32px; }
 .kv td:last-child { word-break: break-all; }
 .curve { display: flex; gap: 24px; align-items: flex-start; flex-wrap: wrap; }
+.headline { background: #f3f8f1; border-left: 4px solid #0a7a2f; padding: 10px 14px; max-width: 950px; }
+.headline .big { font-size: 20px; font-weight: 600; margin: 0 0 4px; }
+.headline ul { margin: 4px 0; padding-left: 20px; }
+.headline ul.radii { padding-left: 0; } .headline ul.radii li { display: inline; margin-right: 18px; }
+details { margin-top: 20px; } summary { cursor: pointer; font-weight: 600; }
+th[data-type] { cursor: pointer; user-select: none; }
+th[data-type]::after { content: " \\2195"; color: #999; }
+th[aria-sort="ascending"]::after { content: " \\2191"; }
+th[aria-sort="descending"]::after { content: " \\2193"; }
+#filter { margin: 6px 0 10px; padding: 4px 8px; width: 320px; }
 """
-# No source but data: URIs and the inline style: opening the file cannot reach the network.
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# Sorting and filtering the images table: click a header (again to reverse), or open the page
+# at #sort=KEY or #sort=KEY-desc (KEY is a header's data-key); the filter hides rows without its text.
+_SCRIPT = """(function () {
+  var table = document.getElementById("images");
+  var body = table.tBodies[0];
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  function sortBy(column, descending) {
+    var numeric = heads[column].dataset.type === "number";
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[column].dataset.sort, y = b.cells[column].dataset.sort;
+      var order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
+      return descending ? -order : order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    heads.forEach(function (head, i) {
+      head.setAttribute("aria-sort", i === column ? (descending ? "descending" : "ascending") : "none");
+    });
+  }
+  heads.forEach(function (head, i) {
+    if (!head.dataset.type) { return; }
+    head.addEventListener("click", function () {
+      sortBy(i, head.getAttribute("aria-sort") === "ascending");
+    });
+  });
+  var filter = document.getElementById("filter");
+  filter.addEventListener("input", function () {
+    var wanted = filter.value.toLowerCase();
+    Array.prototype.forEach.call(body.rows, function (row) {
+      row.hidden = wanted !== "" && row.textContent.toLowerCase().indexOf(wanted) < 0;
+    });
+  });
+  var asked = /^#sort=([a-z_]+?)(-desc)?$/.exec(window.location.hash);
+  if (asked) {
+    var column = heads.findIndex(function (head) { return head.dataset.key === asked[1]; });
+    if (column >= 0) { sortBy(column, Boolean(asked[2])); }
+  }
+})();
+"""
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+# No source but data: URIs, the inline style and the one script named by its hash: opening the
+# file cannot reach the network, and no other script (say, in a label) can run.
+_CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{_SCRIPT_HASH}'"
 _SPACE = re.compile(r"^(\d+)x(\d+) pixels")
 
 
@@ -77,7 +130,64 @@ def _settings(job: JobRecord) -> str:
         f"<tr><td>{escape(key)}</td><td>{escape(str(value))}</td></tr>"
         for key, value in sorted(job.parameters.items())
     )
-    return f'<table class="kv">{rows}</table>'
+    return (
+        f'<details id="settings"><summary>Settings bound in the journal ({len(job.parameters)})</summary>'
+        f'<table class="kv">{rows}</table></details>'
+    )
+
+
+def _headline(job: JobRecord) -> str:
+    """The first thing a reader sees: what was certified, how far, and what each certificate cost."""
+    results = job.results
+    total = len(job.images)
+    spent = format_usd(job.spent_micro_usd)
+    granted = [r for r in results if r.status in {"certified", "predicted"}]
+    unit = "certificate" if job.settings.mode == "certify" else "prediction"
+    # To a tenth of a cent (finer where that is zero): a figure to compare, not to bill.
+    each = job.spent_micro_usd / len(granted) if granted else 0.0
+    rounded = round(each, -3) or round(each)
+    per = f"{format_usd(int(rounded))} per {unit}" if granted else f"no {unit}"
+    lines = []
+    if job.settings.mode == "certify":
+        for row in certified_accuracy(results, report_radii(job.settings.sigma)):
+            lines.append(f"<li>at radius {row.radius:g}: {row.certified} of {total}</li>")
+        radii = [r.radius for r in granted if r.radius is not None]
+        median = f"median certified radius {statistics.median(radii):.3f}" if radii else "no certified radius"
+        at_zero = sum(1 for r in granted if r.label == r.reference_label)
+        big = f"{at_zero} of {total} images certified with the vendor's clean label"
+    else:
+        median = ""
+        big = f"{len(granted)} of {total} images predicted"
+    facts = " &middot; ".join(
+        part for part in (median, per, f"{spent} spent for {job.billed_queries} billable queries") if part
+    )
+    radii_list = f'<ul class="radii">{"".join(lines)}</ul>' if lines else ""
+    return (
+        f'<section class="headline" id="headline"><p class="big">{big}</p>{radii_list}'
+        f"<p>{facts}</p>{_outcomes(job)}</section>"
+    )
+
+
+def _outcomes(job: JobRecord) -> str:
+    """How the images ended, abstentions counted by reason."""
+    reasons: Counter[str] = Counter()
+    for image in job.images:
+        result = image.result
+        if result is None:
+            reasons["not finished (pending)"] += 1
+        elif result.status == "abstained":
+            reasons[f"abstained: {result.abstain_reason}"] += 1
+        elif result.status == "budget":
+            reasons["not certified: the budget ran out"] += 1
+        elif result.status == "failed":
+            reasons["failed"] += 1
+    if not reasons:
+        return ""
+    items = "".join(
+        f"<li>{count} {escape(reason)}</li>"
+        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1])
+    )
+    return f'<ul id="outcomes">{items}</ul>'
 
 
 def _spend(job: JobRecord) -> str:
@@ -161,8 +271,8 @@ def _curve(job: JobRecord) -> str:
     )
     data = base64.b64encode(png).decode("ascii")
     return f"""<h2>Certified accuracy</h2>
-<p>Share of images certified at radius &gt;= r with the vendor's clean label (failed and unfunded images
-are not counted), with an exact 95% binomial interval over the images.</p>
+<p>Share of images certified at radius &gt;= r with the vendor's clean label (a failed or unfunded image
+counts as not certified), with an exact 95% binomial interval over the images.</p>
 <div class="curve"><img id="curve" alt="certified accuracy against radius" src="data:image/png;base64,{data}">
 <table class="grid"><tr><th>radius</th><th>certified</th><th>accuracy</th><th>95% interval</th></tr>
 {table}</table></div>"""
@@ -228,17 +338,29 @@ def _copies(evidence: Evidence) -> str:
     return f'<div class="copies">{"".join(figures)}</div>' if figures else ""
 
 
-def _image_row(image: ImageRecord, evidence: Evidence, shown_name: str) -> str:
+def _image_row(image: ImageRecord, evidence: Evidence, shown_name: str, one_folder: bool) -> str:
     result = image.result
     thumb = f'<img class="thumb" alt="image" src="{evidence.thumbnail}"><br>' if evidence.thumbnail else ""
     notes = "".join(f"<br><small>{escape(note)}</small>" for note in evidence.notes)
     spend = format_usd(image.billed_micro_usd)
     versions = ", ".join(result.model_versions) if result else ""
+    clean = (result.reference_label if result else None) or ""
+    # Sort keys: certified radius (-1 for none), share of the top label's votes, spend in micro-USD.
+    radius = result.radius if result is not None and result.radius is not None else -1.0
+    top = max(result.top_votes.values(), default=0) if result is not None else 0
+    counted = (result.estimation_votes or sum(result.top_votes.values())) if result is not None else 0
+    share = top / counted if counted else 0.0
+    # The folder is said once above the table when every image shares it; otherwise in each row.
+    folder = str(Path(shown_name).parent)
+    path = f"<br><small>{escape(folder)}</small>" if not one_folder and folder != "." else ""
     return (
-        f'<tr class="image-row"><td>{thumb}{escape(shown_name)}<br><small>{escape((image.digest or "")[:16])}'
-        f"</small>{notes}</td><td>{escape((result.reference_label if result else None) or '')}</td>"
-        f"<td>{_verdict(image)}</td><td>{_votes(image)}</td><td>{_copies(evidence)}</td>"
-        f'<td class="num">{spend}<br><small>{escape(versions)}</small></td></tr>'
+        f'<tr class="image-row"><td data-sort="{escape(shown_name)}">{thumb}{escape(Path(shown_name).name)}'
+        f"{path}<br><small>{escape((image.digest or '')[:16])}</small>{notes}</td>"
+        f'<td data-sort="{escape(clean)}">{escape(clean)}</td>'
+        f'<td data-sort="{radius!r}">{_verdict(image)}</td><td data-sort="{share!r}">{_votes(image)}</td>'
+        f"<td>{_copies(evidence)}</td>"
+        f'<td class="num" data-sort="{image.billed_micro_usd}">{spend}'
+        f"<br><small>{escape(versions)}</small></td></tr>"
     )
 
 
@@ -252,7 +374,8 @@ def render_html(
     """The report page of ``job``.
 
     ``sources`` maps a journal image name to its file or bytes (by default the name as a path);
-    ``display_names`` replaces journal names in the table (the service's upload file names).
+    ``display_names`` replaces journal names in the table (the service's upload file names);
+    ``copies`` noisy copies are shown per image (0: none, and no denoiser is loaded).
     """
     if sources is None:
         sources = {image.name: Path(image.name) for image in job.images}
@@ -261,10 +384,15 @@ def render_html(
     if not any(item.thumbnail for item in evidence.values()) and job.images:
         job_notes.append("None of the job's source images was found here: the report shows no pictures.")
     notes = "".join(f'<p class="note">{escape(note)}</p>' for note in job_notes)
+    shown = {image.name: names.get(image.name, image.name) for image in job.images}
+    folders = {str(Path(name).parent) for name in shown.values()}
+    one_folder = len(folders) == 1
+    where = f" Images from {escape(next(iter(folders)))}." if one_folder and folders != {"."} else ""
     rows = "".join(
-        _image_row(image, evidence[image.image_id], names.get(image.name, image.name)) for image in job.images
+        _image_row(image, evidence[image.image_id], shown[image.name], one_folder) for image in job.images
     )
     mode = job.settings.mode
+    copies_shown = "the first estimation samples sent" if copies else "not shown (--no-samples)"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{_CSP}">
@@ -273,17 +401,23 @@ def render_html(
 <body>
 <h1>apiwrap {escape(mode)} report: {escape(job.name)}</h1>
 <p><small>Built from the journal {escape(job.journal.name)} with no query to the vendor.</small></p>
+{_headline(job)}
 {notes}
-<div class="columns"><div><h2>Settings</h2>{_settings(job)}</div>
-<div><h2>Spend and time</h2>{_spend(job)}{_meaning(job)}</div></div>
+<div class="columns"><div><h2>Spend and time</h2>{_spend(job)}</div><div>{_meaning(job)}</div></div>
 {_curve(job)}
 <h2>Images</h2>
-<p>Noisy copies: the first estimation samples sent, rebuilt from the seed and the denoiser, with the
+<p>Noisy copies: {copies_shown}, rebuilt from the seed and the denoiser, with the
 vendor's label for each; previews are JPEG, the bytes sent were PNG (their sha256 matched the
-journal's unless marked).</p>
-<table class="grid" id="images"><tr><th>image</th><th>vendor's clean label</th><th>result</th>
-<th>top labels</th><th>noisy copies sent (denoised)</th><th>spend, model</th></tr>
-{rows}</table>
+journal's unless marked). Click a column's header to sort by it.{where}</p>
+<input id="filter" type="search" placeholder="Filter rows (label, name, reason...)" aria-label="filter rows">
+<table class="grid" id="images"><thead><tr><th data-key="image" data-type="text">image</th>
+<th data-key="clean" data-type="text">vendor's clean label</th>
+<th data-key="radius" data-type="number">result</th>
+<th data-key="votes" data-type="number">top labels</th><th>noisy copies sent (denoised)</th>
+<th data-key="spend" data-type="number">spend, model</th></tr></thead>
+<tbody>{rows}</tbody></table>
+{_settings(job)}
+<script>{_SCRIPT}</script>
 </body></html>
 """
 
@@ -294,5 +428,8 @@ def write_html(
     *,
     sources: Mapping[str, Path | bytes] | None = None,
     display_names: Mapping[str, str] | None = None,
+    copies: int = 3,
 ) -> None:
-    path.write_text(render_html(job, sources=sources, display_names=display_names), encoding="utf-8")
+    """Write the page of ``job``; ``copies=0`` leaves the noisy copies out (about 86 KB an image)."""
+    page = render_html(job, sources=sources, display_names=display_names, copies=copies)
+    path.write_text(page, encoding="utf-8")
