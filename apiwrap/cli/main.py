@@ -81,6 +81,9 @@ ForceOpt = Annotated[bool, typer.Option(help=_help(JobOptions, "force_denoiser")
 TpsOpt = Annotated[float | None, typer.Option(help=_help(ConnectionOptions, "tps"))]
 ConcurrencyOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "concurrency"))]
 AttemptsOpt = Annotated[int, typer.Option(help=_help(ConnectionOptions, "max_attempts"))]
+RequestTimeoutOpt = Annotated[
+    float, typer.Option(metavar="SECONDS", help=_help(ConnectionOptions, "request_timeout"))
+]
 PricesOpt = Annotated[Path | None, typer.Option(help="TOML file overriding the price table.", exists=True)]
 EmulateOpt = Annotated[
     bool, typer.Option(help="Start the vendor's wire-protocol emulator on 127.0.0.1 and certify against it.")
@@ -312,10 +315,11 @@ def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) ->
     _print_summary(report.results, sigma)
     failed = [r for r in report.results if r.status == "failed"]
     skipped = [r for r in report.results if r.status == "budget"]
-    spent = report.budget.spent
+    spent, possibly = report.budget.spent, report.budget.possibly_billed
+    unsure = f" ({possibly.queries} possibly billed: timed out)" if possibly.queries else ""
     out.print(
         f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
-        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries"
+        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries{unsure}"
         f"{' at list price (emulated vendor: nothing billed)' if emulated else ''}; "
         f"{report.seconds:.1f} s; journal {report.journal}"
     )
@@ -401,6 +405,7 @@ def certify(
     tps: TpsOpt = CONNECTION.tps,
     concurrency: ConcurrencyOpt = CONNECTION.concurrency,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
+    request_timeout: RequestTimeoutOpt = CONNECTION.request_timeout,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,
@@ -440,6 +445,7 @@ def predict(
     tps: TpsOpt = CONNECTION.tps,
     concurrency: ConcurrencyOpt = CONNECTION.concurrency,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
+    request_timeout: RequestTimeoutOpt = CONNECTION.request_timeout,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,

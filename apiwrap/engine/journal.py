@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apiwrap.budgets import POSSIBLY_BILLED
 from apiwrap.errors import JournalError
 from apiwrap.statistics.votes import QueryRecord
 
@@ -290,6 +291,17 @@ class Journal:
         row = self._db.execute(
             "SELECT COALESCE(SUM(COALESCE(cost_micro_usd, 0)), 0), COUNT(*) FROM attempts "
             "WHERE billed = 1 OR finished_at IS NULL"
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def possibly_billed(self) -> tuple[int, int]:
+        """(micro-USD, queries) of the part of :meth:`spent` whose answers never came back in
+        time (outcome ``timeout``): counted against the caps as billed, perhaps never charged."""
+        outcomes = sorted(POSSIBLY_BILLED)
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(COALESCE(cost_micro_usd, 0)), 0), COUNT(*) FROM attempts "
+            f"WHERE billed = 1 AND outcome IN ({', '.join('?' * len(outcomes))})",
+            outcomes,
         ).fetchone()
         return int(row[0]), int(row[1])
 

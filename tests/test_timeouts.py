@@ -1,0 +1,210 @@
+"""A request we stop waiting for may still be served and billed: it counts against every cap.
+
+The vendor's own counter is the judge: emulators that answer slower than the client timeout
+finish and bill the abandoned calls, as real vendors do, and must never bill past the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from apiwrap.adapters import Adapter, TimedOut, VendorAnswer, VendorError
+from apiwrap.adapters.emulators import EmulatorConfig, emulator
+from apiwrap.budgets import Budget, BudgetExceeded, Price, PriceConfigError, PriceTable, estimate
+from apiwrap.engine.jobs import JobReport, job_spec, run_job
+from apiwrap.engine.journal import Journal
+from apiwrap.engine.scheduler import QueryScheduler, RequestOutcome, RetryPolicy, VendorLimits
+from apiwrap.engine.settings import ConnectionOptions, JobOptions, SettingsError, parse_options
+from apiwrap.statistics.procedures import CertificationSettings
+from apiwrap.statistics.votes import FAILED_QUERY
+from apiwrap.testing import fake_classify, solid_png
+
+PRICE = Price(Decimal("1.00"))  # 1,000 micro-USD per image
+
+
+def _noisy_png(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# --- the budget and the price --------------------------------------------------------------------
+
+
+def test_a_possibly_billed_attempt_counts_against_both_caps_and_is_tallied_apart() -> None:
+    budget = Budget(max_usd="0.003", max_queries=2)
+    first, second = budget.reserve(1_000), budget.reserve(1_000)
+    budget.settle(first, billed=True)
+    assert budget.settle_possibly_billed(second) == 1_000
+    snapshot = budget.snapshot()
+    assert (snapshot.spent.micro_usd, snapshot.spent.queries) == (2_000, 2)
+    assert (snapshot.possibly_billed.micro_usd, snapshot.possibly_billed.queries) == (1_000, 1)
+    assert (snapshot.billed.micro_usd, snapshot.billed.queries) == (1_000, 1)
+    assert "(2 billable queries, 1 possibly billed)" in dict(snapshot.rows())["spent"]
+    with pytest.raises(BudgetExceeded, match="query cap"):
+        budget.reserve(1_000)  # the retry of the timed-out attempt finds no room
+
+
+def test_a_resumed_budget_keeps_its_possibly_billed_part() -> None:
+    budget = Budget(
+        max_queries=10,
+        spent_micro_usd=5_000,
+        spent_queries=5,
+        possibly_billed_micro_usd=2_000,
+        possibly_billed_queries=2,
+    )
+    assert budget.snapshot().possibly_billed.queries == 2
+    with pytest.raises(ValueError, match="part of the spend"):
+        Budget(spent_queries=1, possibly_billed_queries=2)
+
+
+def test_a_timeout_is_possibly_billed_wherever_the_vendor_bills_anything() -> None:
+    assert PRICE.settlement("timeout") == "possibly billed"
+    assert PRICE.settlement("ok") == "billed" and PRICE.settlement("throttled") == "unbilled"
+    assert not PRICE.bills("timeout")
+    assert Price(Decimal("1.00"), frozenset()).settlement("timeout") == "unbilled"
+    with pytest.raises(PriceConfigError, match="timeout cannot be chosen"):
+        Price(Decimal("1.00"), frozenset({"ok", "timeout"}))
+
+
+def test_the_worst_case_estimate_bills_every_attempt_since_any_may_time_out() -> None:
+    table = PriceTable({"google": Price(Decimal("1.50"), frozenset({"ok"}))})
+    assert estimate(table, "google", images=3, queries_per_image=1000, max_attempts=4).worst_case_usd == 18
+
+
+# --- the scheduler ------------------------------------------------------------------------------
+
+
+class SlowVendor(Adapter):
+    """Bills every call it receives and never answers before the client gives up."""
+
+    name = "slow"
+    max_batch = 1
+
+    def __init__(self) -> None:
+        self.billed = 0
+
+    async def label_batch(self, images: list[bytes]) -> list[VendorAnswer | VendorError]:
+        self.billed += len(images)
+        await asyncio.Event().wait()
+        raise AssertionError("never answers")
+
+
+async def _no_wait(seconds: float) -> None:
+    return None
+
+
+async def test_timed_out_attempts_spend_the_cap_and_their_retries_must_reserve_again(tmp_path: Path) -> None:
+    vendor = SlowVendor()
+    journal = Journal(tmp_path / "job.sqlite")
+    budget = Budget(max_queries=5)
+    observed: list[RequestOutcome] = []
+    scheduler = QueryScheduler(
+        vendor,
+        journal,
+        budget,
+        price=PRICE,
+        limits=VendorLimits(request_timeout_s=0.05, concurrency=2),
+        retry=RetryPolicy(max_attempts=3),
+        sleep=_no_wait,
+        on_request=observed.append,
+    )
+    image = journal.image_id("image")
+    outcomes = await asyncio.gather(
+        *(scheduler.query(image, index, solid_png(), f"digest-{index}") for index in range(4)),
+        return_exceptions=True,
+    )
+    await scheduler.aclose()
+    assert vendor.billed == 5  # 4 queries x 3 attempts wanted; the cap let 5 leave
+    snapshot = budget.snapshot()
+    assert (snapshot.spent.queries, snapshot.possibly_billed.queries, snapshot.reserved.queries) == (5, 5, 0)
+    assert sum(isinstance(outcome, BudgetExceeded) for outcome in outcomes) >= 1
+    failed = [outcome for outcome in outcomes if not isinstance(outcome, BaseException)]
+    assert all((vote.outcome, vote.label) == ("timeout", FAILED_QUERY) for vote in failed)
+    assert journal.spent() == (5_000, 5) and journal.possibly_billed() == (5_000, 5)
+    assert journal.outcome_counts() == {"timeout": 5}
+    assert (
+        sum(r.possibly_billed_queries for r in observed) == 5 and sum(r.billed_queries for r in observed) == 0
+    )
+    journal.close()
+
+
+def test_a_timed_out_attempt_is_a_timed_out_error() -> None:
+    assert TimedOut("x").outcome == "timeout" and TimedOut("x").retryable
+
+
+# --- the request timeout option ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [0, -1, float("inf"), float("nan")])
+def test_the_request_timeout_is_finite_and_positive(value: float) -> None:
+    with pytest.raises(SettingsError, match="request_timeout"):
+        parse_options(ConnectionOptions, {"request_timeout": value})
+
+
+def test_the_request_timeout_reaches_the_scheduler_and_the_vendors_client() -> None:
+    spec = job_spec(
+        CertificationSettings(vendor="aws"),
+        JobOptions(),
+        ConnectionOptions(request_timeout=2.5),
+        runs_dir=Path("runs"),
+        vendor_options={"endpoint": "http://127.0.0.1:1"},
+    )
+    assert spec.limits.request_timeout_s == 2.5
+    assert spec.vendor_options == {"endpoint": "http://127.0.0.1:1", "timeout": 2.5}
+    with pytest.raises(Exception, match="leave 'timeout' out of the vendor options"):
+        job_spec(
+            CertificationSettings(vendor="aws"),
+            JobOptions(),
+            ConnectionOptions(),
+            runs_dir=Path("runs"),
+            vendor_options={"timeout": 1},
+        )
+
+
+# --- end to end: the vendor's own counter -----------------------------------------------------------
+
+CAPS = {"queries": JobOptions(max_job_queries=12), "usd": JobOptions(max_usd=Decimal("0.012"))}
+
+
+def _slow_job(vendor: str, endpoint: str, runs_dir: Path, caps: JobOptions) -> JobReport:
+    settings = CertificationSettings(vendor=vendor, sigma=0.25, n=40, alpha=0.05, seed=3)
+    spec = job_spec(
+        settings,
+        caps.model_copy(update={"job": f"slow-{vendor}"}),
+        ConnectionOptions(concurrency=4, max_attempts=3, request_timeout=0.2),
+        runs_dir=runs_dir,
+        vendor_options={"endpoint": endpoint},
+    )
+    # list prices for every vendor: the money cap of $0.012 is 8 to 12 queries
+    return asyncio.run(run_job(spec, [("noisy.png", _noisy_png(1))], price_table=PriceTable.default()))
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+@pytest.mark.parametrize("vendor", ["aws", "google", "azure", "clarifai"])
+def test_a_slow_vendor_that_bills_abandoned_calls_never_bills_past_the_cap(
+    vendor: str, cap: str, tmp_path: Path
+) -> None:
+    # The vendor answers after 0.6 s; the client gives up after 0.2 s and retries (3 attempts).
+    running = emulator(vendor, EmulatorConfig(classify=fake_classify, latency_ms=600))
+    with running as endpoint:
+        report = _slow_job(vendor, endpoint, tmp_path, CAPS[cap])
+        assert running.wait_idle(), "the emulator still serves abandoned calls"
+        billed_by_vendor = running.billable
+    price = PriceTable.default().price(vendor).micro_usd_per_image
+    assert billed_by_vendor >= 1  # the abandoned calls were served and billed
+    assert billed_by_vendor <= report.budget.spent.queries
+    if cap == "queries":
+        assert report.budget.spent.queries <= 12
+    else:
+        assert report.budget.spent.micro_usd <= 12_000 and billed_by_vendor * price <= 12_000
+    assert report.budget.possibly_billed.queries >= billed_by_vendor
+    assert report.results[0].status == "budget" and report.budget_exhausted
