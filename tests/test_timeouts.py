@@ -14,17 +14,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
-from apiwrap.adapters import Adapter, TimedOut, VendorAnswer, VendorError
+import apiwrap
+from apiwrap.adapters import Adapter, ImageLimits, TimedOut, VendorAnswer, VendorError
 from apiwrap.adapters.emulators import EmulatorConfig, emulator
 from apiwrap.budgets import Budget, BudgetExceeded, Price, PriceConfigError, PriceTable, estimate
-from apiwrap.engine.jobs import JobReport, job_spec, run_job
+from apiwrap.cli.main import app
+from apiwrap.engine.jobs import JobReport, JobSpec, job_spec, run_job
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import QueryScheduler, RequestOutcome, RetryPolicy, VendorLimits
 from apiwrap.engine.settings import ConnectionOptions, JobOptions, SettingsError, parse_options
+from apiwrap.reports import load_job, read_csv, write_csv, write_html
+from apiwrap.service import create_app
 from apiwrap.statistics.procedures import CertificationSettings
 from apiwrap.statistics.votes import FAILED_QUERY
 from apiwrap.testing import fake_classify, solid_png
+from tests.test_service import ServerThread, client, service_config
 
 PRICE = Price(Decimal("1.00"))  # 1,000 micro-USD per image
 
@@ -88,6 +94,8 @@ class SlowVendor(Adapter):
 
     name = "slow"
     max_batch = 1
+    model_version = "slow-1"
+    limits = ImageLimits(max_bytes=10_000_000)
 
     def __init__(self) -> None:
         self.billed = 0
@@ -208,3 +216,95 @@ def test_a_slow_vendor_that_bills_abandoned_calls_never_bills_past_the_cap(
         assert report.budget.spent.micro_usd <= 12_000 and billed_by_vendor * price <= 12_000
     assert report.budget.possibly_billed.queries >= billed_by_vendor
     assert report.results[0].status == "budget" and report.budget_exhausted
+
+
+# --- every door shows the possibly billed queries apart -------------------------------------------
+
+SLOW = EmulatorConfig(classify=fake_classify, latency_ms=600)
+
+
+def test_the_report_shows_the_possibly_billed_spend_apart(tmp_path: Path) -> None:
+    spec = JobSpec(
+        settings=CertificationSettings(vendor="slow", n=20),
+        job="report",
+        runs_dir=tmp_path,
+        limits=VendorLimits(request_timeout_s=0.05, concurrency=2),
+        retry=RetryPolicy(max_attempts=2, backoff_base_s=0.001, backoff_max_s=0.002),
+        max_queries=6,
+    )
+    prices = PriceTable({"slow": PRICE})
+    report = asyncio.run(run_job(spec, [("a.png", _noisy_png(2))], adapter=SlowVendor(), price_table=prices))
+    assert report.budget.possibly_billed.queries == report.budget.spent.queries == 6
+
+    job = load_job(report.journal)
+    assert (job.possibly_billed_queries, job.possibly_billed_micro_usd) == (6, 6_000)
+    write_csv(job, tmp_path / "report.csv")
+    (row,) = read_csv(tmp_path / "report.csv")
+    assert row["possibly_billed_usd"] == row["spend_usd"] == Decimal("0.006")
+    write_html(job, tmp_path / "report.html")
+    assert "6 queries timed out, $0.006" in (tmp_path / "report.html").read_text()
+
+
+def test_the_command_line_takes_the_request_timeout_and_prints_the_possibly_billed(tmp_path: Path) -> None:
+    image = tmp_path / "noisy.png"
+    image.write_bytes(_noisy_png(3))
+    running = emulator("aws", SLOW)
+    with running as endpoint:
+        result = CliRunner().invoke(
+            app,
+            [
+                *("certify", str(image), "--vendor", "aws", "--endpoint", endpoint, "--n", "20"),
+                *("--max-job-queries", "6", "--max-attempts", "2", "--request-timeout", "0.2"),
+                *("--runs-dir", str(tmp_path / "runs"), "--job", "cli"),
+            ],
+        )
+        assert running.wait_idle()
+        billed_by_vendor = running.billable
+    assert "for 6 billable queries (6 possibly billed: timed out)" in result.output, result.output
+    assert 1 <= billed_by_vendor <= 6
+
+
+def test_the_command_line_refuses_a_request_timeout_that_is_not_finite_and_positive(tmp_path: Path) -> None:
+    image = tmp_path / "red.png"
+    image.write_bytes(solid_png())
+    for value in ("0", "-1", "inf"):
+        result = CliRunner().invoke(app, ["certify", str(image), "--request-timeout", value])
+        assert result.exit_code == 2 and "--request-timeout" in result.output, result.output
+
+
+def test_the_python_api_takes_the_request_timeout_and_reports_the_possibly_billed(tmp_path: Path) -> None:
+    running = emulator("aws", SLOW)
+    with running as endpoint:
+        job = apiwrap.certify(
+            _noisy_png(4),
+            vendor="aws",
+            vendor_options={"endpoint": endpoint},
+            runs_dir=tmp_path,
+            request_timeout=0.2,
+            max_attempts=2,
+            max_job_queries=6,
+            n=20,
+        )
+        assert running.wait_idle()
+        billed_by_vendor = running.billable
+    assert job.possibly_billed_queries == job.billable_queries == 6
+    assert job.possibly_billed_usd == job.spent_usd == Decimal("0.006")
+    assert 1 <= billed_by_vendor <= 6
+
+
+def test_the_service_counts_timeouts_against_the_tenant_and_shows_them_in_the_job(tmp_path: Path) -> None:
+    running = emulator("aws", SLOW)
+    with running as endpoint:
+        limits = VendorLimits(concurrency=4, request_timeout_s=0.2)
+        config = service_config(tmp_path, endpoint, limits=limits, caps={"carol": {"max_queries": 40}})
+        with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+            answer = api.post(
+                "/v1/certify", params={"n": 20}, content=solid_png(), headers={"Content-Type": "image/png"}
+            )
+            job = api.get(answer.headers["Location"]).json()
+            budget = api.get("/v1/budget").json()
+        assert running.wait_idle()
+        billed_by_vendor = running.billable
+    spend = job["spend"]
+    assert spend["possibly_billed_queries"] == spend["billable_queries"] >= billed_by_vendor >= 1
+    assert budget["spent"]["billable_queries"] == spend["billable_queries"] <= 40
