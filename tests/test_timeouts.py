@@ -11,6 +11,7 @@ import io
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -26,13 +27,15 @@ from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import QueryScheduler, RequestOutcome, RetryPolicy, VendorLimits
 from apiwrap.engine.settings import ConnectionOptions, JobOptions, SettingsError, parse_options
 from apiwrap.reports import load_job, read_csv, write_csv, write_html
-from apiwrap.service import create_app
+from apiwrap.service import create_app, load_config
 from apiwrap.statistics.procedures import CertificationSettings
 from apiwrap.statistics.votes import FAILED_QUERY
 from apiwrap.testing import fake_classify, solid_png
 from tests.test_service import ServerThread, client, service_config
 
 PRICE = Price(Decimal("1.00"))  # 1,000 micro-USD per image
+#: An emulated vendor that answers after 600 ms, long after the clients below give up.
+SLOW = EmulatorConfig(classify=fake_classify, latency_ms=600)
 
 
 def _noisy_png(seed: int) -> bytes:
@@ -84,6 +87,23 @@ def test_a_timeout_is_possibly_billed_wherever_the_vendor_bills_anything() -> No
 def test_the_worst_case_estimate_bills_every_attempt_since_any_may_time_out() -> None:
     table = PriceTable({"google": Price(Decimal("1.50"), frozenset({"ok"}))})
     assert estimate(table, "google", images=3, queries_per_image=1000, max_attempts=4).worst_case_usd == 18
+
+
+# --- the emulators ------------------------------------------------------------------------------
+
+
+def test_an_emulator_serves_and_bills_a_call_whose_client_gave_up() -> None:
+    running = emulator("azure", SLOW)
+    with running as endpoint:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{endpoint}/vision/v3.2/tag",
+                content=solid_png(),
+                headers={"Ocp-Apim-Subscription-Key": "any", "Content-Type": "application/octet-stream"},
+                timeout=0.1,
+            )
+        assert running.wait_idle()
+        assert (running.calls, running.billable) == (1, 1)
 
 
 # --- the scheduler ------------------------------------------------------------------------------
@@ -158,6 +178,20 @@ def test_the_request_timeout_is_finite_and_positive(value: float) -> None:
         parse_options(ConnectionOptions, {"request_timeout": value})
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "inf", '"soon"'])
+def test_the_service_refuses_a_vendor_request_timeout_out_of_range(tmp_path: Path, value: str) -> None:
+    path = tmp_path / "service.toml"
+    path.write_text(f"[vendors.aws]\nrequest_timeout_s = {value}\n")
+    with pytest.raises(ValueError, match=r"vendors\.aws\.request_timeout_s: "):
+        load_config(path)
+
+
+def test_the_service_gives_its_vendor_request_timeout_to_the_scheduler(tmp_path: Path) -> None:
+    path = tmp_path / "service.toml"
+    path.write_text("[vendors.aws]\nrequest_timeout_s = 2.5\n")
+    assert load_config(path).vendors["aws"].limits.request_timeout_s == 2.5
+
+
 def test_the_request_timeout_reaches_the_scheduler_and_the_vendors_client() -> None:
     spec = job_spec(
         CertificationSettings(vendor="aws"),
@@ -219,8 +253,6 @@ def test_a_slow_vendor_that_bills_abandoned_calls_never_bills_past_the_cap(
 
 
 # --- every door shows the possibly billed queries apart -------------------------------------------
-
-SLOW = EmulatorConfig(classify=fake_classify, latency_ms=600)
 
 
 def test_the_report_shows_the_possibly_billed_spend_apart(tmp_path: Path) -> None:
