@@ -276,6 +276,12 @@ def test_the_report_shows_the_possibly_billed_spend_apart(tmp_path: Path) -> Non
     write_html(job, tmp_path / "report.html")
     assert "6 queries timed out, $0.006" in (tmp_path / "report.html").read_text()
 
+    # Resumed, the job's budget starts from the journal, timed-out attempts included: no room left.
+    vendor = SlowVendor()
+    resumed = asyncio.run(run_job(spec, [("a.png", _noisy_png(2))], adapter=vendor, price_table=prices))
+    assert vendor.billed == 0 and resumed.budget_exhausted
+    assert resumed.budget.possibly_billed.queries == resumed.budget.spent.queries == 6
+
 
 def test_the_command_line_takes_the_request_timeout_and_prints_the_possibly_billed(tmp_path: Path) -> None:
     image = tmp_path / "noisy.png"

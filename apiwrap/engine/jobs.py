@@ -223,8 +223,8 @@ async def run_job(
             spec.max_queries,
             spent_micro_usd,
             spent_queries,
-            possibly_micro_usd,
-            possibly_queries,
+            possibly_billed_micro_usd=possibly_micro_usd,
+            possibly_billed_queries=possibly_queries,
         )
         preparer: SamplePreparer | RayPreparer
         owned: Adapter | None = None  # built here, so closed here; a lent adapter stays open
