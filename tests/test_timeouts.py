@@ -31,6 +31,10 @@ from apiwrap.service import create_app, load_config
 from apiwrap.statistics.procedures import CertificationSettings
 from apiwrap.statistics.votes import FAILED_QUERY
 from apiwrap.testing import fake_classify, solid_png
+from tests.fakes import FaultyVendor
+from tests.test_engine import _images, _run
+from tests.test_ray import _on_ray, _paid
+from tests.test_ray import cluster as cluster  # the module's local Ray instance, a fixture
 from tests.test_service import ServerThread, client, service_config
 
 PRICE = Price(Decimal("1.00"))  # 1,000 micro-USD per image
@@ -346,3 +350,21 @@ def test_the_service_counts_timeouts_against_the_tenant_and_shows_them_in_the_jo
     spend = job["spend"]
     assert spend["possibly_billed_queries"] == spend["billable_queries"] >= billed_by_vendor >= 1
     assert budget["spent"]["billable_queries"] == spend["billable_queries"] <= 40
+
+
+def test_on_ray_requests_cut_off_by_the_timeout_count_against_the_cap(cluster: str, tmp_path: Path) -> None:
+    # Each query actor's vendor bills a request as it arrives, then answers after 0.5 s; the
+    # driver gives up after 0.1 s (cancelling the call on the worker) and retries.
+    ledger = tmp_path / "vendor-ledger.txt"
+    vendor = FaultyVendor(latency_s=0.5, bill_on_receipt=True, ledger_file=ledger)
+    spec = _on_ray(
+        tmp_path,
+        "slow-ray",
+        limits=VendorLimits(concurrency=4, request_timeout_s=0.1),
+        retry=RetryPolicy(max_attempts=3, backoff_base_s=0.001, backoff_max_s=0.002),
+        max_queries=12,
+    )
+    report = _run(spec, vendor, _images(1))
+    paid = sum(_paid(ledger).values())
+    assert 1 <= paid <= report.budget.possibly_billed.queries <= report.budget.spent.queries <= 12
+    assert report.budget_exhausted
