@@ -26,6 +26,7 @@ from apiwrap.engine.jobs import JobReport, JobSpec, job_spec, run_job
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import QueryScheduler, RequestOutcome, RetryPolicy, VendorLimits
 from apiwrap.engine.settings import ConnectionOptions, JobOptions, SettingsError, parse_options
+from apiwrap.errors import ConfigurationError
 from apiwrap.reports import load_job, read_csv, write_csv, write_html
 from apiwrap.service import create_app, load_config
 from apiwrap.statistics.procedures import CertificationSettings
@@ -206,7 +207,7 @@ def test_the_request_timeout_reaches_the_scheduler_and_the_vendors_client() -> N
     )
     assert spec.limits.request_timeout_s == 2.5
     assert spec.vendor_options == {"endpoint": "http://127.0.0.1:1", "timeout": 2.5}
-    with pytest.raises(Exception, match="leave 'timeout' out of the vendor options"):
+    with pytest.raises(ConfigurationError, match="leave 'timeout' out of the vendor options"):
         job_spec(
             CertificationSettings(vendor="aws"),
             JobOptions(),
