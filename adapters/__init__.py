@@ -26,6 +26,7 @@ from apiwrap.adapters.errors import (
     MalformedAnswer,
     Rejected,
     Throttled,
+    TimedOut,
     Transient,
     VendorError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "MalformedAnswer",
     "Rejected",
     "Throttled",
+    "TimedOut",
     "Transient",
     "VendorAnswer",
     "VendorError",

@@ -4,7 +4,8 @@
     ├── Throttled(retry_after)   vendor said "slow down"; retry the same bytes later
     ├── Transient                timeout, 5xx, connection reset, malformed answer; retry
     │   ├── MalformedAnswer      the vendor answered, but not in its documented format
-    │   └── AnswerLost           the worker that sent the request died; the vendor may have billed it
+    │   ├── AnswerLost           the worker that sent the request died; the vendor may have billed it
+    │   └── TimedOut             we stopped waiting for the answer; the vendor may have billed it
     ├── Rejected                 the vendor (or our pre-flight check) refuses this input
     ├── AuthError                credentials missing or refused; stop the job
     └── Fatal                    anything else that retrying cannot fix
@@ -25,6 +26,7 @@ __all__ = [
     "MalformedAnswer",
     "Rejected",
     "Throttled",
+    "TimedOut",
     "Transient",
     "VendorError",
 ]
@@ -71,6 +73,16 @@ class AnswerLost(Transient):
     """
 
     outcome = "lost"
+
+
+class TimedOut(Transient):
+    """No answer came within the client timeout; the request may still be served, and billed.
+
+    Retried with the same bytes; counted against every cap as *possibly billed*, since a vendor
+    bills the work it did whether or not the client still waited for the answer.
+    """
+
+    outcome = "timeout"
 
 
 class Rejected(VendorError):

@@ -50,9 +50,17 @@ class LocalAdapter(Adapter):
 
 
 def create(
-    *, endpoint: str | None = None, model: str = "efficientnet-lite2", top_k: int = 10
+    *,
+    endpoint: str | None = None,
+    model: str = "efficientnet-lite2",
+    top_k: int = 10,
+    timeout: float | None = None,
 ) -> LocalAdapter:
-    """The local vendor; ``endpoint`` is refused since nothing is sent anywhere."""
+    """The local vendor; ``endpoint`` is refused since nothing is sent anywhere.
+
+    ``timeout`` is taken as every vendor's factory takes it; with no client to give it to, the
+    scheduler's deadline alone bounds a local call.
+    """
     if endpoint is not None:
         raise ValueError("the local vendor runs in this process and takes no --endpoint")
     return LocalAdapter(ImageModel(model, top_k=top_k))

@@ -34,7 +34,7 @@ from PIL import Image
 from apiwrap.adapters import Adapter, check_adapter, create_adapter
 from apiwrap.budgets import PriceTable
 from apiwrap.engine.images import encode_png, find_images, to_uint8
-from apiwrap.engine.jobs import job_spec, run_job
+from apiwrap.engine.jobs import adapter_options, job_spec, run_job
 from apiwrap.engine.settings import (
     CertificationOptions,
     ConnectionOptions,
@@ -76,6 +76,10 @@ class JobResult:
     #: Money and billable queries the job has spent, earlier runs of a resumed job included.
     spent_usd: Decimal
     billable_queries: int
+    #: The part of the spend whose answers never came back in time (possibly billed): counted
+    #: against the caps, though the vendor may not have charged it.
+    possibly_billed_usd: Decimal
+    possibly_billed_queries: int
     budget_exhausted: bool
     #: Requests sent by this run (a resumed job re-sends nothing already answered).
     requests: int
@@ -90,7 +94,8 @@ class Certifier:
     :class:`~apiwrap.adapters.Adapter` interface, which stays open: its owner closes it.
     ``emulate=True`` starts the named vendor's wire-protocol emulator on 127.0.0.1 for the
     life of the certifier. The remaining arguments are the command line's rate and retry
-    options (checked as there: a bad value raises :class:`~apiwrap.engine.settings.SettingsError`),
+    options (``request_timeout``: seconds before a request is abandoned as possibly billed;
+    checked as there: a bad value raises :class:`~apiwrap.engine.settings.SettingsError`),
     and ``prices`` a price file or table.
     """
 
@@ -105,6 +110,7 @@ class Certifier:
         concurrency: int = 8,
         tps: float | None = None,
         max_attempts: int = 6,
+        request_timeout: float = 30.0,
     ) -> None:
         if isinstance(vendor, str):
             self.vendor = vendor
@@ -119,7 +125,13 @@ class Certifier:
         self._prices = prices if isinstance(prices, PriceTable) or prices is None else PriceTable.load(prices)
         self._runs_dir = Path(runs_dir)
         self._connection = parse_options(
-            ConnectionOptions, {"tps": tps, "concurrency": concurrency, "max_attempts": max_attempts}
+            ConnectionOptions,
+            {
+                "tps": tps,
+                "concurrency": concurrency,
+                "max_attempts": max_attempts,
+                "request_timeout": request_timeout,
+            },
         )
         self._adapter: Adapter | None = None
         self._stack = AsyncExitStack()
@@ -149,7 +161,9 @@ class Certifier:
                 )
             options["endpoint"] = self._stack.enter_context(emulator(self.vendor))
         # Building an adapter can load a model (local) or read credential files: off the loop.
-        adapter = await asyncio.to_thread(create_adapter, self.vendor, **options)
+        adapter = await asyncio.to_thread(
+            create_adapter, self.vendor, **adapter_options(options, self._connection.request_timeout)
+        )
         self._stack.push_async_callback(adapter.aclose)
         return adapter
 
@@ -219,6 +233,8 @@ class Certifier:
             journal=report.journal,
             spent_usd=report.budget.spent.usd,
             billable_queries=report.budget.spent.queries,
+            possibly_billed_usd=report.budget.possibly_billed.usd,
+            possibly_billed_queries=report.budget.possibly_billed.queries,
             budget_exhausted=report.budget_exhausted,
             requests=report.requests,
             seconds=report.seconds,
@@ -240,6 +256,7 @@ def certify(
     concurrency: int = 8,
     tps: float | None = None,
     max_attempts: int = 6,
+    request_timeout: float = 30.0,
     allocate: bool = True,
     force_denoiser: bool = False,
     **options: Any,
@@ -256,6 +273,7 @@ def certify(
             concurrency=concurrency,
             tps=tps,
             max_attempts=max_attempts,
+            request_timeout=request_timeout,
         ) as certifier:
             return await certifier.certify(
                 images,
@@ -286,6 +304,7 @@ def predict(
     concurrency: int = 8,
     tps: float | None = None,
     max_attempts: int = 6,
+    request_timeout: float = 30.0,
     force_denoiser: bool = False,
     **options: Any,
 ) -> JobResult:
@@ -301,6 +320,7 @@ def predict(
             concurrency=concurrency,
             tps=tps,
             max_attempts=max_attempts,
+            request_timeout=request_timeout,
         ) as certifier:
             return await certifier.predict(
                 images,

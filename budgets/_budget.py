@@ -10,9 +10,10 @@ The protocol for every query (one image sent in one attempt)::
         outcome = exc.outcome
     budget.settle(reservation, billed=price.bills(outcome))
 
-``release`` is for a reservation whose query was never sent. A query that may have reached
-the vendor but has no known outcome (cancelled in flight) is settled as billed: the cap must
-hold even then.
+``release`` is for a reservation whose query was never sent. A query that reached the vendor
+but whose answer we stopped waiting for (our timeout) is settled with ``settle_possibly_billed``:
+it counts as spent against every cap, as the vendor may have done and billed the work, and is
+tallied apart (``possibly_billed``) so that reports can tell it from a known charge.
 
 A reservation holds the worst case until it is settled, so whatever the interleaving of
 concurrent queries, spent + reserved never passes a cap and spent alone never can.
@@ -70,8 +71,19 @@ class BudgetSnapshot:
 
     max_micro_usd: int | None
     max_queries: int | None
+    #: Everything counted against the caps: known charges and possibly billed attempts.
     spent: Tally
     reserved: Tally
+    #: The part of ``spent`` whose answer never came back (timed out): perhaps not charged.
+    possibly_billed: Tally = Tally(0, 0)
+
+    @property
+    def billed(self) -> Tally:
+        """The part of ``spent`` that the vendor's answers say was charged."""
+        return Tally(
+            self.spent.micro_usd - self.possibly_billed.micro_usd,
+            self.spent.queries - self.possibly_billed.queries,
+        )
 
     @property
     def spent_usd(self) -> Decimal:
@@ -93,8 +105,13 @@ class BudgetSnapshot:
         remaining = self.remaining
         cap_usd = "none" if self.max_micro_usd is None else format_usd(self.max_micro_usd)
         cap_queries = "none" if self.max_queries is None else f"{self.max_queries:,}"
+        possibly = self.possibly_billed
+        unsure = f", {possibly.queries:,} possibly billed" if possibly.queries else ""
         return [
-            ("spent", f"{format_usd(self.spent.micro_usd)} ({self.spent.queries:,} billable queries)"),
+            (
+                "spent",
+                f"{format_usd(self.spent.micro_usd)} ({self.spent.queries:,} billable queries{unsure})",
+            ),
             ("reserved", f"{format_usd(self.reserved.micro_usd)} ({self.reserved.queries:,} queries)"),
             ("cap", f"{cap_usd}, {cap_queries} billable queries"),
             (
@@ -114,7 +131,8 @@ class Budget:
     ``max_usd`` caps money (rounded down to whole micro-dollars); ``max_queries`` caps *billable*
     queries, the ones that cost money: a throttled attempt that is not billed does not use it
     up. ``spent_micro_usd`` and ``spent_queries`` start a resumed job from what its journal
-    says was already paid.
+    says was already paid, ``possibly_billed_micro_usd`` and ``possibly_billed_queries`` the part
+    of it whose answers never came back.
 
     Every method is atomic under one lock, so a budget may be shared by asyncio tasks and by
     threads alike; no method blocks beyond that lock or awaits.
@@ -126,15 +144,26 @@ class Budget:
         max_queries: int | None = None,
         spent_micro_usd: int = 0,
         spent_queries: int = 0,
+        possibly_billed_micro_usd: int = 0,
+        possibly_billed_queries: int = 0,
     ) -> None:
-        for name, value in (("spent_micro_usd", spent_micro_usd), ("spent_queries", spent_queries)):
+        for name, value in (
+            ("spent_micro_usd", spent_micro_usd),
+            ("spent_queries", spent_queries),
+            ("possibly_billed_micro_usd", possibly_billed_micro_usd),
+            ("possibly_billed_queries", possibly_billed_queries),
+        ):
             _check_count(name, value)
+        if possibly_billed_micro_usd > spent_micro_usd or possibly_billed_queries > spent_queries:
+            raise ValueError("possibly billed spend is part of the spend: it cannot exceed it")
         if max_queries is not None:
             _check_count("max_queries", max_queries)
         self._max_micro_usd = None if max_usd is None else to_micro_usd(max_usd, ROUND_FLOOR)
         self._max_queries = max_queries
         self._spent_micro_usd = spent_micro_usd
         self._spent_queries = spent_queries
+        self._possibly_billed_micro_usd = possibly_billed_micro_usd
+        self._possibly_billed_queries = possibly_billed_queries
         self._reserved_micro_usd = 0
         self._reserved_queries = 0
         self._open: dict[int, Reservation] = {}
@@ -195,21 +224,39 @@ class Budget:
         """Close a reservation after the vendor answered; returns the micro-dollars now spent for it.
 
         Billed: the reservation moves to spent. Not billed: it is released. A reservation is
-        closed once; a second ``settle`` or ``release`` raises :class:`ReservationError`.
+        closed once; a second ``settle``, ``settle_possibly_billed`` or ``release`` raises
+        :class:`ReservationError`.
         """
         with self._lock:
-            if self._open.get(reservation.id) is not reservation:
-                raise ReservationError(
-                    f"reservation {reservation.id} is not open in this budget (settled, released, or foreign)"
-                )
-            del self._open[reservation.id]
-            self._reserved_micro_usd -= reservation.cost_micro_usd
-            self._reserved_queries -= reservation.queries
+            self._close(reservation)
             if not billed:
                 return 0
             self._spent_micro_usd += reservation.cost_micro_usd
             self._spent_queries += reservation.queries
             return reservation.cost_micro_usd
+
+    def settle_possibly_billed(self, reservation: Reservation) -> int:
+        """Close a reservation whose request got no answer in time; returns the micro-dollars counted.
+
+        It moves to spent, as a billed one does (the vendor may have served it: every cap must
+        hold if it did), and is also tallied as possibly billed.
+        """
+        with self._lock:
+            self._close(reservation)
+            self._spent_micro_usd += reservation.cost_micro_usd
+            self._spent_queries += reservation.queries
+            self._possibly_billed_micro_usd += reservation.cost_micro_usd
+            self._possibly_billed_queries += reservation.queries
+            return reservation.cost_micro_usd
+
+    def _close(self, reservation: Reservation) -> None:
+        if self._open.get(reservation.id) is not reservation:
+            raise ReservationError(
+                f"reservation {reservation.id} is not open in this budget (settled, released, or foreign)"
+            )
+        del self._open[reservation.id]
+        self._reserved_micro_usd -= reservation.cost_micro_usd
+        self._reserved_queries -= reservation.queries
 
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose query was never sent."""
@@ -222,6 +269,7 @@ class Budget:
                 self._max_queries,
                 Tally(self._spent_micro_usd, self._spent_queries),
                 Tally(self._reserved_micro_usd, self._reserved_queries),
+                Tally(self._possibly_billed_micro_usd, self._possibly_billed_queries),
             )
 
     @property

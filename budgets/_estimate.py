@@ -4,9 +4,10 @@ A job sends ``images * queries_per_image`` queries; each query is tried at most
 ``max_attempts`` times (the first try included).
 
 - Expected: every query answers on its first attempt, so one ``"ok"`` attempt per query.
-- Worst case: if any outcome that is retried is also billable (by default ``"malformed"``: a 200
-  whose body we could not parse), every attempt of every query may be billed; otherwise a
-  query is billed at most once (its final attempt).
+- Worst case: every attempt of every query may be billed, whenever the vendor bills any outcome:
+  an attempt can time out on our side, be retried, and still be billed (possibly billed), and
+  billable retried outcomes (by default ``"malformed"``: a 200 whose body we could not parse)
+  are billed on each attempt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from apiwrap.budgets._money import format_usd, from_micro_usd
-from apiwrap.budgets._prices import RETRIED_OUTCOMES, Price, PriceTable
+from apiwrap.budgets._prices import Price, PriceTable
 
 __all__ = ["Estimate", "estimate"]
 
@@ -75,11 +76,9 @@ def estimate(
     price = table.price(vendor)
     queries = images * queries_per_image
     expected = queries if price.bills("ok") else 0
-    if price.billable_outcomes & RETRIED_OUTCOMES:
-        worst = queries * max_attempts
-    else:
-        # only final outcomes are billed, and a query has exactly one final attempt
-        worst = queries if price.billable_outcomes else 0
+    # Every attempt may time out, be retried and still be billed (possibly billed): a vendor that
+    # bills any outcome may bill each attempt.
+    worst = queries * max_attempts if price.billable_outcomes else 0
     return Estimate(
         vendor=vendor,
         price=price,

@@ -19,20 +19,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from apiwrap.budgets._errors import PriceConfigError
 from apiwrap.budgets._money import format_usd, parse_usd, to_micro_usd
 
-__all__ = ["DEFAULT_BILLABLE", "OUTCOMES", "RETRIED_OUTCOMES", "Price", "PriceTable"]
+__all__ = [
+    "DEFAULT_BILLABLE",
+    "OUTCOMES",
+    "POSSIBLY_BILLED",
+    "RETRIED_OUTCOMES",
+    "Price",
+    "PriceTable",
+    "Settlement",
+]
 
 #: Every outcome the engine records for one attempt (``apiwrap.adapters.errors.VendorError.outcome``,
 #: plus ``"ok"`` for an answer, an empty label list included).
-OUTCOMES = frozenset({"ok", "throttled", "transient", "malformed", "lost", "rejected", "auth", "fatal"})
+OUTCOMES = frozenset(
+    {"ok", "throttled", "transient", "malformed", "lost", "timeout", "rejected", "auth", "fatal"}
+)
 
 #: Outcomes after which the engine sends the same bytes again (``VendorError.retryable``);
 #: only these can make one query cost more than one attempt.
-RETRIED_OUTCOMES = frozenset({"throttled", "transient", "malformed", "lost"})
+RETRIED_OUTCOMES = frozenset({"throttled", "transient", "malformed", "lost", "timeout"})
+
+#: Outcomes whose billing the client cannot know: the request left, and we stopped waiting for
+#: its answer, but the vendor may still have done the work and billed it. They are no price
+#: file's choice: they count against every cap whenever the vendor bills anything at all.
+POSSIBLY_BILLED = frozenset({"timeout"})
+
+#: How an attempt is settled against a budget (:meth:`Price.settlement`).
+Settlement = Literal["billed", "unbilled", "possibly billed"]
 
 #: An answer is billed, and so is a 200 whose body we could not parse: the vendor did the work.
 #: An answer lost with the worker that sent it counts as billed: the vendor may have done the work.
@@ -64,7 +82,12 @@ class Price:
         if unknown := billable - OUTCOMES:
             raise PriceConfigError(
                 f"billable_outcomes: unknown outcome(s) {', '.join(sorted(unknown))}; "
-                f"choose from {', '.join(sorted(OUTCOMES))}"
+                f"choose from {', '.join(sorted(OUTCOMES - POSSIBLY_BILLED))}"
+            )
+        if chosen := billable & POSSIBLY_BILLED:
+            raise PriceConfigError(
+                f"billable_outcomes: {', '.join(sorted(chosen))} cannot be chosen: a request we stopped "
+                "waiting for always counts against the caps as possibly billed"
             )
         if (
             isinstance(self.free_images, bool)
@@ -78,10 +101,17 @@ class Price:
         object.__setattr__(self, "micro_usd_per_image", to_micro_usd(usd / 1000, ROUND_CEILING))
 
     def bills(self, outcome: str) -> bool:
-        """Whether an attempt that ended with ``outcome`` is charged; unknown outcomes are a bug."""
+        """Whether an attempt that ended with ``outcome`` is known to be charged (unknown outcomes: a bug)."""
+        return self.settlement(outcome) == "billed"
+
+    def settlement(self, outcome: str) -> Settlement:
+        """How an attempt that ended with ``outcome`` counts: billed, unbilled, or possibly billed
+        (no answer came back, and the vendor charges for some outcome: it may have charged this one)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(sorted(OUTCOMES))}")
-        return outcome in self.billable_outcomes
+        if outcome in POSSIBLY_BILLED:
+            return "possibly billed" if self.billable_outcomes else "unbilled"
+        return "billed" if outcome in self.billable_outcomes else "unbilled"
 
     def cost_micro_usd(self, images: int, already_billed: int = 0) -> int:
         """The price of ``images`` more billed images after ``already_billed`` in the same job."""

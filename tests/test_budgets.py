@@ -85,6 +85,7 @@ def test_outcomes_match_the_adapter_error_tree() -> None:
         vendor_errors.Transient("x"),
         vendor_errors.MalformedAnswer("x"),
         vendor_errors.AnswerLost("x"),
+        vendor_errors.TimedOut("x"),
         vendor_errors.Rejected("x"),
         vendor_errors.AuthError("x"),
         vendor_errors.Fatal("x"),
@@ -487,9 +488,10 @@ def test_estimate_aws_certification_job() -> None:
     [
         # google, 3 images x 1000 queries x 4 attempts at $0.0015 a query
         ({"ok", "malformed"}, "4.5", "18"),
-        ({"ok"}, "4.5", "4.5"),  # a query is billed only for its final, successful attempt
+        # any attempt may time out, be retried and still be billed (possibly billed)
+        ({"ok"}, "4.5", "18"),
         ({"ok", "throttled"}, "4.5", "18"),
-        ({"rejected"}, "0", "4.5"),  # a final failure: at most once per query
+        ({"rejected"}, "0", "18"),
         (set(), "0", "0"),
     ],
 )

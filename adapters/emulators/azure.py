@@ -42,7 +42,7 @@ class AzureEmulator(Emulator):
     default_model_version = "2021-04-01"
 
     def _start_servers(self) -> str:
-        self._server = HttpServer(self._handle, self.config.host, self.config.port)
+        self._server = HttpServer(self.policy.serving(self._handle), self.config.host, self.config.port)
         return self._server.url
 
     def _stop_servers(self) -> None:

@@ -44,7 +44,10 @@ class ClarifaiEmulator(Emulator):
 
     def _start_servers(self) -> str:
         self._server = GrpcServer(
-            _SERVICE, {"PostModelOutputs": self._post_model_outputs}, self.config.host, self.config.port
+            _SERVICE,
+            {"PostModelOutputs": self.policy.serving(self._post_model_outputs)},
+            self.config.host,
+            self.config.port,
         )
         return self._server.url
 

@@ -2,21 +2,25 @@
 
 A vendor module only knows its wire protocol. For each request it asks the
 :class:`CallPolicy` what to do (answer, throttle, or inject a fault), and the policy keeps
-the counts tests and benchmarks read: every call received, and the billable ones.
+the counts tests and benchmarks read: every call received, and the billable ones. As a real
+vendor does, an emulator finishes and bills a call whose client stopped waiting (a client
+timeout shorter than ``latency_ms``); :meth:`Emulator.wait_idle` waits for such calls, so
+counters read after it include them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Literal, cast, get_args
+from typing import TYPE_CHECKING, ClassVar, Literal, ParamSpec, TypeVar, cast, get_args
 
 from apiwrap.adapters.base import ImageLimits
 
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
     from apiwrap.adapters.emulators.model import Classify, ImageModel
 
 __all__ = ["FAULTS", "Action", "CallPolicy", "Emulator", "EmulatorConfig", "Fault"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Faults an emulator can inject, by name.
 #: throttle: the vendor's own rate-limit answer; error: a 5xx (gRPC UNAVAILABLE);
@@ -104,9 +111,32 @@ class CallPolicy:
         self._tokens = config.burst if config.burst is not None else max(1.0, config.tps or 1.0)
         self._refilled = time.monotonic()
         self._stopping = threading.Event()
+        self._idle = threading.Condition(self._lock)
+        self._serving = 0
         self.calls = 0
         self.billable = 0
         self.outcomes: Counter[str] = Counter()
+
+    def serving(self, handler: Callable[P, T]) -> Callable[P, T]:
+        """``handler`` counted while it runs, for :meth:`wait_idle` (each server wraps its handlers)."""
+
+        @functools.wraps(handler)
+        def counted(*args: P.args, **kwargs: P.kwargs) -> T:
+            with self._lock:
+                self._serving += 1
+            try:
+                return handler(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self._serving -= 1
+                    self._idle.notify_all()
+
+        return counted
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no call is being served (billed or not); False if ``timeout`` passed first."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._serving == 0, timeout)
 
     def open_call(self) -> None:
         """Count a call as received (before auth, limits or faults: every call counts)."""
@@ -251,6 +281,11 @@ class Emulator:
         """Calls by drawn fate ("answer", "throttle", each fault), plus refusals: "auth"
         (refused before any draw) and "rejected" (input refused, also counted by its draw)."""
         return self.policy.outcomes
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every call received has been served, those whose client gave up included
+        (they still count, and bill, as at a real vendor); False if ``timeout`` passed first."""
+        return self.policy.wait_idle(timeout)
 
     def inject(self, *faults: Fault) -> None:
         """Script the fate of the next calls (see :meth:`CallPolicy.inject`)."""

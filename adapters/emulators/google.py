@@ -80,9 +80,12 @@ class GoogleEmulator(Emulator):
 
     def _start_servers(self) -> str:
         self._grpc = GrpcServer(
-            _SERVICE, {"BatchAnnotateImages": self._grpc_call}, self.config.host, self.config.port
+            _SERVICE,
+            {"BatchAnnotateImages": self.policy.serving(self._grpc_call)},
+            self.config.host,
+            self.config.port,
         )
-        self._rest = HttpServer(self._rest_call, self.config.host, 0)
+        self._rest = HttpServer(self.policy.serving(self._rest_call), self.config.host, 0)
         return self._grpc.url
 
     def _stop_servers(self) -> None:

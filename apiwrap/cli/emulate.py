@@ -104,4 +104,5 @@ def emulate(
             counters.close()
         for item in running:
             item.stop()
+            item.wait_idle(timeout=10.0)  # calls whose clients gave up are still served, and billed
             typer.echo(f"{item.vendor}: {item.calls} calls, {item.billable} billable images", err=True)

@@ -122,6 +122,10 @@ PricesOpt = Annotated[
     Path | None,
     typer.Option(rich_help_panel=_MONEY, help="TOML file overriding the price table.", exists=True),
 ]
+RequestTimeoutOpt = Annotated[
+    float,
+    typer.Option(metavar="SECONDS", rich_help_panel=_RATE, help=_help(ConnectionOptions, "request_timeout")),
+]
 EmulateOpt = Annotated[
     bool,
     typer.Option(
@@ -428,10 +432,11 @@ def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) ->
     _print_summary(report.results, sigma)
     failed = [r for r in report.results if r.status == "failed"]
     skipped = [r for r in report.results if r.status == "budget"]
-    spent = report.budget.spent
+    spent, possibly = report.budget.spent, report.budget.possibly_billed
+    unsure = f" ({possibly.queries} possibly billed: timed out)" if possibly.queries else ""
     out.print(
         f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
-        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries"
+        f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries{unsure}"
         f"{' at list price (emulated vendor: nothing billed)' if emulated else ''}; "
         f"{report.seconds:.1f} s; journal {report.journal}"
     )
@@ -517,6 +522,7 @@ def certify(
     tps: TpsOpt = CONNECTION.tps,
     concurrency: ConcurrencyOpt = CONNECTION.concurrency,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
+    request_timeout: RequestTimeoutOpt = CONNECTION.request_timeout,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,
@@ -556,6 +562,7 @@ def predict(
     tps: TpsOpt = CONNECTION.tps,
     concurrency: ConcurrencyOpt = CONNECTION.concurrency,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
+    request_timeout: RequestTimeoutOpt = CONNECTION.request_timeout,
     prices: PricesOpt = None,
     force_denoiser: ForceOpt = RUN.force_denoiser,
     emulate: EmulateOpt = False,

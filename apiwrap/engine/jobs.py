@@ -31,7 +31,7 @@ from apiwrap.engine.settings import JOB_NAME, ConnectionOptions, JobOptions, def
 from apiwrap.errors import ConfigurationError
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
-__all__ = ["JobReport", "JobSpec", "job_spec", "journal_path", "run_job"]
+__all__ = ["JobReport", "JobSpec", "adapter_options", "job_spec", "journal_path", "run_job"]
 
 
 def journal_path(runs_dir: Path, job: str) -> Path:
@@ -39,6 +39,21 @@ def journal_path(runs_dir: Path, job: str) -> Path:
     if not JOB_NAME.match(job):
         raise ConfigurationError(f"job name {job!r} must be letters, digits, '.', '_' or '-' (at most 100)")
     return runs_dir / f"{job}.sqlite"
+
+
+def adapter_options(vendor_options: Mapping[str, Any], request_timeout: float) -> dict[str, Any]:
+    """The keyword options of a vendor's factory: ``vendor_options`` plus its client's ``timeout``.
+
+    The client gives up after the scheduler's own deadline (the same seconds, started first), so
+    an abandoned request is the scheduler's to count as possibly billed; a ``timeout`` among the
+    vendor options would part the two, and is refused.
+    """
+    if "timeout" in vendor_options:
+        raise ConfigurationError(
+            "the vendor's client timeout is the request timeout (--request-timeout, request_timeout, "
+            "request_timeout_s): leave 'timeout' out of the vendor options"
+        )
+    return {**vendor_options, "timeout": request_timeout}
 
 
 @dataclass(frozen=True)
@@ -83,8 +98,12 @@ def job_spec(
         settings=settings,
         job=job.job or default_job_name(settings.mode),
         runs_dir=runs_dir,
-        vendor_options=dict(vendor_options or {}),
-        limits=VendorLimits(requests_per_second=connection.tps, concurrency=connection.concurrency),
+        vendor_options=adapter_options(vendor_options or {}, connection.request_timeout),
+        limits=VendorLimits(
+            requests_per_second=connection.tps,
+            concurrency=connection.concurrency,
+            request_timeout_s=connection.request_timeout,
+        ),
         retry=RetryPolicy(max_attempts=connection.max_attempts),
         max_usd=job.max_usd,
         max_queries=job.max_job_queries,
@@ -198,7 +217,15 @@ async def run_job(
     try:
         in_flight_before = journal.unfinished_attempts()
         spent_micro_usd, spent_queries = journal.spent()
-        budget = Budget(spec.max_usd, spec.max_queries, spent_micro_usd, spent_queries)
+        possibly_micro_usd, possibly_queries = journal.possibly_billed()
+        budget = Budget(
+            spec.max_usd,
+            spec.max_queries,
+            spent_micro_usd,
+            spent_queries,
+            possibly_billed_micro_usd=possibly_micro_usd,
+            possibly_billed_queries=possibly_queries,
+        )
         preparer: SamplePreparer | RayPreparer
         owned: Adapter | None = None  # built here, so closed here; a lent adapter stays open
         if spec.ray is None:

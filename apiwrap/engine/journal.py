@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apiwrap.budgets import POSSIBLY_BILLED
 from apiwrap.errors import JournalError
 from apiwrap.statistics.votes import QueryRecord
 
@@ -76,6 +77,11 @@ CREATE TABLE IF NOT EXISTS replays (
     changed TEXT NOT NULL
 );
 """
+
+
+#: The attempt outcomes of possibly billed attempts, as SQL parameters and their placeholders.
+_POSSIBLY_BILLED_OUTCOMES = tuple(sorted(POSSIBLY_BILLED))
+_POSSIBLY_BILLED = ", ".join("?" * len(_POSSIBLY_BILLED_OUTCOMES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +298,25 @@ class Journal:
             "WHERE billed = 1 OR finished_at IS NULL"
         ).fetchone()
         return int(row[0]), int(row[1])
+
+    def possibly_billed(self) -> tuple[int, int]:
+        """(micro-USD, queries) of the part of :meth:`spent` whose answers never came back in
+        time (outcome ``timeout``): counted against the caps as billed, perhaps never charged."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(COALESCE(cost_micro_usd, 0)), 0), COUNT(*) FROM attempts "
+            f"WHERE billed = 1 AND outcome IN ({_POSSIBLY_BILLED})",
+            _POSSIBLY_BILLED_OUTCOMES,
+        ).fetchone()
+        return int(row[0]), int(row[1])
+
+    def possibly_billed_by_image(self) -> dict[int, int]:
+        """micro-USD of :meth:`possibly_billed` per image id (a part of :meth:`billed_by_image`)."""
+        rows = self._db.execute(
+            "SELECT image_id, COALESCE(SUM(cost_micro_usd), 0) FROM attempts "
+            f"WHERE billed = 1 AND outcome IN ({_POSSIBLY_BILLED}) GROUP BY image_id",
+            _POSSIBLY_BILLED_OUTCOMES,
+        )
+        return {int(image_id): int(cost) for image_id, cost in rows}
 
     def in_flight_digests(self) -> dict[tuple[int, int], set[str]]:
         """sha256 of the bytes of each attempt an earlier run left without an outcome, by

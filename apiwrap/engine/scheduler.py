@@ -1,10 +1,16 @@
 """Sending queries to one vendor: rate limit, concurrency cap, batching, retries, budget, journal.
 
 Every query's life is: reserve its price -> record the attempt as sent -> send (throttled,
-capped) -> settle the price (billed or released) -> record the attempt's outcome -> retry
-the SAME bytes if the failure is transient -> commit the final vote. A query that fails
-every attempt is committed as a vote for :data:`~apiwrap.statistics.fixed.FAILED_QUERY` (against
-the candidate), never replaced by a fresh noise draw.
+capped, at most ``request_timeout_s``) -> settle the price (billed, released, or possibly
+billed) -> record the attempt's outcome -> retry the SAME bytes if the failure is transient,
+after reserving its price again -> commit the final vote. A query that fails every attempt is
+committed as a vote for :data:`~apiwrap.statistics.fixed.FAILED_QUERY` (against the candidate),
+never replaced by a fresh noise draw.
+
+A request we stop waiting for (:class:`~apiwrap.adapters.TimedOut`) may still be served and
+billed by the vendor, so it is settled as *possibly billed*: spent against every cap, tallied
+apart. Its retry needs a reservation of its own, so a slow vendor that bills abandoned requests
+can never be made to bill past a cap.
 
 A vendor shared with other jobs (the service's) adds two seams: a ``gate`` each request waits at
 for its turn before it leaves (the vendor's timeout starts once the turn is granted), and an
@@ -30,7 +36,16 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from apiwrap.adapters import Adapter, AuthError, Fatal, Throttled, Transient, VendorAnswer, VendorError
+from apiwrap.adapters import (
+    Adapter,
+    AuthError,
+    Fatal,
+    Throttled,
+    TimedOut,
+    Transient,
+    VendorAnswer,
+    VendorError,
+)
 from apiwrap.budgets import Budget, BudgetExceeded, Price, format_usd
 from apiwrap.engine.journal import Journal
 from apiwrap.errors import JobAborted
@@ -45,6 +60,7 @@ class VendorLimits:
 
     requests_per_second: float | None = None
     concurrency: int = 8
+    #: How long one request may take once it has left; then it is abandoned as possibly billed.
     request_timeout_s: float = 30.0
     #: How long a batching vendor's request waits for more ready samples to join it.
     batch_linger_s: float = 0.01
@@ -65,6 +81,9 @@ class RequestOutcome:
     outcomes: tuple[str, ...]
     billed_queries: int
     billed_micro_usd: int
+    #: Images of the request that timed out: counted against the caps, perhaps never charged.
+    possibly_billed_queries: int
+    possibly_billed_micro_usd: int
     #: From the request leaving (its turn at the gate granted) to its answer, failure or timeout.
     seconds: float
 
@@ -298,8 +317,14 @@ class QueryScheduler:
             sendable, reservations, attempt_ids, results, strict=True
         ):
             outcome = _outcome(result)
-            billed = self._price.bills(outcome)
-            self._budget.settle(reservation, billed=billed)
+            settlement = self._price.settlement(outcome)
+            if settlement == "possibly billed":
+                self._budget.settle_possibly_billed(reservation)
+            else:
+                self._budget.settle(reservation, billed=settlement == "billed")
+            # The ledger counts a possibly billed attempt as billed (its spend and the caps of a
+            # resumed job); its outcome keeps it apart.
+            billed = settlement != "unbilled"
             # The attempt's outcome and a final vote land in one transaction: a kill between
             # them would leave an answer paid for but not counted, which a resume sends again.
             with self._journal.transaction():
@@ -371,7 +396,10 @@ class QueryScheduler:
         except VendorError as exc:
             return [exc] * len(images)
         except TimeoutError:
-            return [Transient(f"no answer within {self._limits.request_timeout_s:g} s")] * len(images)
+            timed_out = TimedOut(
+                f"no answer within {self._limits.request_timeout_s:g} s (counted as possibly billed)"
+            )
+            return [timed_out] * len(images)
         except Exception as exc:  # an adapter bug must fail these queries, not hang the job
             return [Fatal(f"adapter {self.adapter.name} raised {type(exc).__name__}: {exc}")] * len(images)
         if len(results) != len(images):
@@ -382,8 +410,10 @@ class QueryScheduler:
         if self._on_request is None:
             return
         outcomes = tuple(_outcome(result) for result in results)
-        billed = sum(self._price.bills(outcome) for outcome in outcomes)
-        self._on_request(RequestOutcome(outcomes, billed, billed * self._price.micro_usd_per_image, seconds))
+        settlements = [self._price.settlement(outcome) for outcome in outcomes]
+        billed, possibly = settlements.count("billed"), settlements.count("possibly billed")
+        cost = self._price.micro_usd_per_image
+        self._on_request(RequestOutcome(outcomes, billed, billed * cost, possibly, possibly * cost, seconds))
 
     def _fail(self, query: _Query, error: VendorError) -> None:
         self._commit(

@@ -193,6 +193,14 @@ class ConnectionOptions(_Options):
     )
     concurrency: int = Field(8, ge=1, le=1024, description="Requests in flight at once.")
     max_attempts: int = Field(6, ge=1, le=100, description="Attempts per query (same bytes each time).")
+    request_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds to wait for the vendor's answer to one request; then it is retried and "
+        "counted against the caps as possibly billed (docs/budgets.md).",
+    )
 
 
 def parse_options(model: type[_M], values: Mapping[str, Any]) -> _M:

@@ -27,6 +27,8 @@ class ImageRecord:
     error: str | None
     votes: list[QueryRecord]
     billed_micro_usd: int
+    #: The part of ``billed_micro_usd`` whose answers never came back in time (timed out).
+    possibly_billed_micro_usd: int
 
     @property
     def status(self) -> str:
@@ -44,6 +46,9 @@ class JobRecord:
     images: list[ImageRecord]
     spent_micro_usd: int
     billed_queries: int
+    #: The part of the spend whose answers never came back in time: counted, perhaps not charged.
+    possibly_billed_micro_usd: int
+    possibly_billed_queries: int
     #: (first query sent, last query answered), epoch seconds; None if nothing was sent.
     activity: tuple[float, float] | None
     outcomes: dict[str, int]
@@ -70,7 +75,7 @@ def load_job(path: Path) -> JobRecord:
             raise JournalError(f"{path} holds no job parameters")
         fields = {f.name for f in dataclasses.fields(CertificationSettings)}
         settings = CertificationSettings(**{k: v for k, v in parameters.items() if k in fields})
-        billed = journal.billed_by_image()
+        billed, possibly = journal.billed_by_image(), journal.possibly_billed_by_image()
         images = [
             ImageRecord(
                 image_id=image.image_id,
@@ -81,10 +86,12 @@ def load_job(path: Path) -> JobRecord:
                 error=image.error,
                 votes=list(journal.votes(image.image_id)),
                 billed_micro_usd=billed.get(image.image_id, 0),
+                possibly_billed_micro_usd=possibly.get(image.image_id, 0),
             )
             for image in journal.images()
         ]
         spent_micro_usd, billed_queries = journal.spent()
+        possibly_micro_usd, possibly_queries = journal.possibly_billed()
         return JobRecord(
             name=path.stem,
             journal=path,
@@ -93,6 +100,8 @@ def load_job(path: Path) -> JobRecord:
             images=images,
             spent_micro_usd=spent_micro_usd,
             billed_queries=billed_queries,
+            possibly_billed_micro_usd=possibly_micro_usd,
+            possibly_billed_queries=possibly_queries,
             activity=journal.activity_span(),
             outcomes=dict(journal.outcome_counts()),
             runs=journal.runs(),

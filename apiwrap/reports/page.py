@@ -193,6 +193,11 @@ def _outcomes(job: JobRecord) -> str:
 def _spend(job: JobRecord) -> str:
     rows = [
         ("spent", f"{format_usd(job.spent_micro_usd)} for {job.billed_queries} billable queries"),
+        (
+            "possibly billed",
+            f"{job.possibly_billed_queries} queries timed out, {format_usd(job.possibly_billed_micro_usd)} "
+            "(counted in the spend and against the caps; the vendor may not have charged them)",
+        ),
         ("attempt outcomes", ", ".join(f"{k}: {v}" for k, v in sorted(job.outcomes.items())) or "none"),
     ]
     if job.activity is not None:

@@ -21,7 +21,8 @@ from apiwrap.statistics.settings import ROW_FIELDS
 __all__ = ["CSV_COLUMNS", "read_csv", "write_csv"]
 
 #: Column names; where a column mirrors an ImageResult field the name differs only for
-#: ``clean_label`` (``reference_label``) and ``spend_usd`` (not a result field).
+#: ``clean_label`` (``reference_label``); ``spend_usd`` and the part of it that timed out,
+#: ``possibly_billed_usd``, are no result fields.
 CSV_COLUMNS = (
     "job",
     *ROW_FIELDS,
@@ -38,6 +39,7 @@ CSV_COLUMNS = (
     "queries",
     "failed_queries",
     "spend_usd",
+    "possibly_billed_usd",
     "model_versions",
     "abstain_reason",
     "error",
@@ -63,6 +65,7 @@ def _row(job: JobRecord, image: ImageRecord) -> dict[str, str]:
         "digest": image.digest,
         "status": image.status,
         "spend_usd": from_micro_usd(image.billed_micro_usd),
+        "possibly_billed_usd": from_micro_usd(image.possibly_billed_micro_usd),
         "error": image.error,
     }
     if result is not None:
@@ -105,7 +108,7 @@ def read_csv(path: Path) -> list[dict[str, Any]]:
                     row[column] = float(text)
                 elif column in _INTEGERS:
                     row[column] = int(text)
-                elif column == "spend_usd":
+                elif column in {"spend_usd", "possibly_billed_usd"}:
                     row[column] = Decimal(text)
                 else:
                     row[column] = text

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from apiwrap.adapters import create_adapter
 from apiwrap.budgets import PriceTable, format_usd
 from apiwrap.denoisers import available_denoisers, load_denoiser
+from apiwrap.engine.jobs import adapter_options
 from apiwrap.engine.settings import CertificationOptions, resolve_settings
 from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
 from apiwrap.service._errors import (
@@ -372,7 +373,9 @@ def create_app(config: ServiceConfig) -> FastAPI:
             for name, vendor in config.vendors.items():
                 limits = vendor.limits
                 # Building an SDK client may read files and the environment: not on the loop.
-                adapter = await run_in_threadpool(create_adapter, name, **vendor.options)
+                adapter = await run_in_threadpool(
+                    create_adapter, name, **adapter_options(vendor.options, limits.request_timeout_s)
+                )
                 vendors[name] = SharedVendor(
                     name=name,
                     adapter=adapter,

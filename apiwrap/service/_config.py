@@ -49,6 +49,7 @@ from typing import Any
 
 from apiwrap.budgets import parse_usd
 from apiwrap.engine.scheduler import VendorLimits
+from apiwrap.engine.settings import ConnectionOptions, SettingsError, parse_options
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -187,10 +188,16 @@ def _vendor(name: str, table: dict[str, Any]) -> VendorConfig:
     _check_keys(
         f"vendors.{name}", table, {"requests_per_second", "concurrency", "request_timeout_s", "options"}
     )
+    try:
+        connection = parse_options(
+            ConnectionOptions, {"request_timeout": table.get("request_timeout_s", 30.0)}
+        )
+    except SettingsError as exc:
+        raise ValueError(exc.describe(lambda _: f"vendors.{name}.request_timeout_s")) from None
     limits = VendorLimits(
         requests_per_second=table.get("requests_per_second"),
         concurrency=int(table.get("concurrency", 8)),
-        request_timeout_s=float(table.get("request_timeout_s", 30.0)),
+        request_timeout_s=connection.request_timeout,
     )
     options = table.get("options", {})
     if not isinstance(options, dict):

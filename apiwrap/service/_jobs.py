@@ -59,6 +59,17 @@ def _journal_totals(path: Path) -> tuple[int, int, int]:
         journal.close()
 
 
+def _journal_possibly_billed(path: Path) -> int:
+    """Queries of a job's spend that timed out (possibly billed), according to its journal."""
+    if not path.exists():
+        return 0
+    journal = Journal.open_existing(path)
+    try:
+        return journal.possibly_billed()[1]
+    finally:
+        journal.close()
+
+
 def _journal_results(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(position, result) of every image the job has finished so far."""
     if not path.exists():
@@ -106,6 +117,8 @@ class JobView:
     queries_total: int
     spent_micro_usd: int
     spent_queries: int
+    #: The part of ``spent_queries`` that timed out: counted against the caps, perhaps not charged.
+    possibly_billed_queries: int
     budget_exhausted: bool
     created_at: float
     finished_at: float | None
@@ -123,6 +136,7 @@ class JobView:
                 usd=format_usd(self.spent_micro_usd),
                 micro_usd=self.spent_micro_usd,
                 billable_queries=self.spent_queries,
+                possibly_billed_queries=self.possibly_billed_queries,
             ),
             budget_exhausted=self.budget_exhausted,
             created_at=self.created_at,
@@ -299,7 +313,8 @@ class JobManager:
 
     def _request_sent(self, job: _Running, request: RequestOutcome) -> None:
         count_request(self._metrics, job.settings.vendor, job.row.tenant, request)
-        job.billed += request.billed_queries  # the job's spend while it runs (see _view)
+        # the job's spend while it runs (see _view): a timed-out request counts, as against the caps
+        job.billed += request.billed_queries + request.possibly_billed_queries
 
     async def _run(
         self, job: _Running, spec: JobSpec, vendor: SharedVendor, images: list[tuple[str, Path | bytes]]
@@ -417,12 +432,16 @@ class JobManager:
         """Up to ``limit`` of the tenant's jobs made after position ``after``, and the next position."""
         rows = await asyncio.to_thread(self._store.jobs_page, tenant, after=after, limit=limit + 1)
         following = rows[limit - 1][0] if len(rows) > limit else None
-        return [self._view(row) for _, row in rows[:limit]], following
+        views = await asyncio.gather(*(self._view(row) for _, row in rows[:limit]))
+        return list(views), following
 
     async def view(self, tenant: str, job_id: str) -> JobView:
-        return self._view(await self._own(tenant, job_id))
+        return await self._view(await self._own(tenant, job_id))
 
-    def _view(self, row: JobRow) -> JobView:
+    async def _view(self, row: JobRow) -> JobView:
+        possibly_billed = await asyncio.to_thread(
+            _journal_possibly_billed, journal_path(self._config.runs_dir, row.id)
+        )
         settings = CertificationSettings(**row.settings)
         running = self._running.get(row.id)
         if running is not None:
@@ -442,6 +461,7 @@ class JobManager:
             queries_total=row.images * settings.queries_per_image,
             spent_micro_usd=spent_usd,
             spent_queries=spent_queries,
+            possibly_billed_queries=possibly_billed,
             budget_exhausted=row.budget_exhausted,
             created_at=row.created_at,
             finished_at=row.finished_at,

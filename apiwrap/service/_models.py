@@ -40,9 +40,13 @@ class Progress(_Closed):
 
 
 class Spend(_Closed):
-    usd: str = Field(description="Money billed, e.g. '$0.026'.")
+    usd: str = Field(description="Money billed or possibly billed (timed out), e.g. '$0.026'.")
     micro_usd: int = Field(description="The same in micro-dollars (exact).")
     billable_queries: int
+    possibly_billed_queries: int = Field(
+        description="Of the billable queries, those that timed out: counted against the caps, though "
+        "the vendor may not have charged them."
+    )
 
 
 class Job(_Closed):
