@@ -41,7 +41,12 @@ class ServerThread:
 
     def __init__(self, app: FastAPI, header_timeout_s: float = 10.0) -> None:
         config = uvicorn_config(
-            app, host="127.0.0.1", port=0, header_timeout_s=header_timeout_s, log_level="warning"
+            app,
+            host="127.0.0.1",
+            port=0,
+            header_timeout_s=header_timeout_s,
+            max_connections=app.state.config.max_connections,
+            log_level="warning",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

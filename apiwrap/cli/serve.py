@@ -136,6 +136,7 @@ def serve(
             host=host,
             port=port,
             header_timeout_s=service_config.header_timeout_s,
+            max_connections=service_config.max_connections,
             log_level=log_level,
             graceful_timeout_s=graceful_timeout,
         )

@@ -122,7 +122,7 @@ _PROBLEM_WHEN = {
     401: "No API key, or an unknown one.",
     402: "The tenant's budget cannot pay for this (before any query), or ran out during the job.",
     404: "No such job for this tenant.",
-    408: "The request body did not arrive in time.",
+    408: "The request body did not arrive in time (a chunk too late, or the whole body).",
     409: "The job is not running.",
     413: "The request body is over the server's limit.",
     415: "Not a PNG, JPEG or WebP image.",
@@ -410,7 +410,12 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.config = config
     app.state.denoisers = available_denoisers()
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
-    app.add_middleware(RequestContext, metrics=metrics, body_timeout_s=config.body_timeout_s)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        body_timeout_s=config.body_timeout_s,
+        body_deadline_s=config.body_deadline_s,
+    )
     _routes(app, config, metrics)
     return app
 

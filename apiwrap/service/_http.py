@@ -3,7 +3,8 @@
 :class:`RequestContext` (ASGI middleware) gives each request an id (the client's ``X-Request-ID``
 when it is a sane token, else a new one), echoes it on the response and puts it in every log
 line written meanwhile; counts the answer by route template, method and status with its
-latency, and error answers by reason; and bounds the wait for each chunk of the body.
+latency, and error answers by reason; and bounds the wait for each chunk of the body and for the
+whole body (so a client trickling a byte now and then still cannot hold its socket for long).
 
 :class:`HeaderTimeoutH11Protocol` bounds the wait for a request's headers, which no ASGI
 middleware can see: uvicorn's h11 protocol, closing a connection that has not sent complete
@@ -44,12 +45,14 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContext:
-    """ASGI middleware: request id, HTTP metrics, and ``body_timeout_s`` per chunk of the body."""
+    """ASGI middleware: request id, HTTP metrics, ``body_timeout_s`` per chunk of the body and
+    ``body_deadline_s`` for all of it, from the moment its headers are in."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, body_timeout_s: float) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, body_timeout_s: float, body_deadline_s: float) -> None:
         self.app = app
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,6 +61,8 @@ class RequestContext:
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        body_deadline = loop.time() + self.body_deadline_s
         status = 500
         reason: str | None = None
         body_done = False
@@ -66,11 +71,16 @@ class RequestContext:
             nonlocal body_done
             if body_done:
                 return await receive()  # e.g. a disconnect watch while the response streams
+            chunk_deadline = loop.time() + self.body_timeout_s
             try:
-                async with asyncio.timeout(self.body_timeout_s):
+                async with asyncio.timeout_at(min(chunk_deadline, body_deadline)):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(f"no request body data for {self.body_timeout_s:g} s") from None
+                if chunk_deadline < body_deadline:
+                    raise RequestTimeout(f"no request body data for {self.body_timeout_s:g} s") from None
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.body_deadline_s:g} s"
+                ) from None
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
@@ -185,10 +195,12 @@ def uvicorn_config(
     host: str,
     port: int,
     header_timeout_s: float,
+    max_connections: int,
     log_level: str = "info",
     graceful_timeout_s: int = 30,
 ) -> uvicorn.Config:
-    """How the service runs on uvicorn: h11 with the header timeout, one worker, uvicorn's own logs."""
+    """How the service runs on uvicorn: h11 with the header timeout, one worker, uvicorn's own logs,
+    and a 503 from uvicorn itself past ``max_connections`` open connections."""
     protocol = type("ServiceH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
     return uvicorn.Config(
         app,
@@ -196,6 +208,7 @@ def uvicorn_config(
         port=port,
         http=protocol,
         log_level=log_level,
+        limit_concurrency=max_connections,
         # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to this long),
         # then the lifespan stops the jobs; they stay in the store and resume at the next start.
         timeout_graceful_shutdown=graceful_timeout_s,
