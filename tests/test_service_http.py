@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from fastapi import Response
 
 from apiwrap.service import create_app
 from tests.test_service import ServerThread, service_config
@@ -69,3 +70,45 @@ def test_connections_past_max_connections_are_answered_503(tmp_path: Path) -> No
     assert alone.status_code == 200
     assert crowded.status_code == 503
     assert after.status_code == 200  # the closed connections gave their places back
+
+
+def _headers_of_every_kind_of_answer(tmp_path: Path) -> dict[str, httpx.Response]:
+    app = create_app(service_config(tmp_path, "http://127.0.0.1:9", max_request_bytes=1000))
+
+    async def boom() -> None:
+        raise RuntimeError("a bug no handler expects")
+
+    async def framed() -> Response:
+        return Response("x", headers={"Content-Security-Policy": "default-src 'none'"})
+
+    app.add_api_route("/test/boom", boom)
+    app.add_api_route("/test/framed", framed)
+    with ServerThread(app) as base, httpx.Client(base_url=base, timeout=60) as api:
+        alice = {"Authorization": "Bearer key-alice"}
+        return {
+            "json": api.get("/healthz"),
+            "openapi": api.get("/openapi.json"),
+            "docs page": api.get("/docs"),
+            "401": api.get("/v1/jobs"),
+            "404 unknown path": api.get("/nowhere"),
+            "405": api.put("/v1/jobs", headers=alice),
+            "413": api.post("/v1/certify", content=b"\0" * 2000, headers=alice),
+            "422": api.get("/v1/jobs", params={"limit": 0}, headers=alice),
+            "500": api.get("/test/boom"),
+            "own policy": api.get("/test/framed"),
+        }
+
+
+def test_every_answer_carries_nosniff_no_framing_and_no_store(tmp_path: Path) -> None:
+    answers = _headers_of_every_kind_of_answer(tmp_path)
+
+    assert answers["500"].status_code == 500 and answers["500"].json()["code"] == "internal_error"
+    assert answers["500"].json()["request_id"] == answers["500"].headers["X-Request-ID"]
+    for kind, answer in answers.items():
+        policies = answer.headers.get_list("Content-Security-Policy")
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", kind
+        assert len(policies) == 1 and "frame-ancestors 'none'" in policies[0], (kind, policies)
+        assert answer.headers.get_list("Cache-Control") == ["no-store"], kind
+    # A route's own policy is kept, with frame-ancestors added to it (one header, not two).
+    own = answers["own policy"].headers["Content-Security-Policy"]
+    assert own == "default-src 'none'; frame-ancestors 'none'"

@@ -146,6 +146,8 @@ _ACCEPTED = {
     }
 }
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+#: Where the docs pages' scripts and styles are served from: the only answers a cache may keep.
+DOCS_ASSETS = "/docs/assets/"
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
 _metrics_bearer = HTTPBearer(
@@ -415,6 +417,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
         metrics=metrics,
         body_timeout_s=config.body_timeout_s,
         body_deadline_s=config.body_deadline_s,
+        cacheable_prefix=DOCS_ASSETS,
     )
     _routes(app, config, metrics)
     return app

@@ -20,7 +20,8 @@ vendor's limits refuse), ``apiwrap.errors.ImageError``, request validation and t
 resolver's ``SettingsError`` (options that contradict each other) -> 422,
 Starlette's own HTTP errors (404 for an unknown path, 405, 400 for a malformed form) keep their
 status. Starlette finds a handler by walking the exception's MRO against the table, so a
-subclass inherits its parent's answer.
+subclass inherits its parent's answer. Any other exception is answered 500 ``internal_error``
+(:func:`internal_error`) and logged by the request middleware.
 
 Every error body is ``application/problem+json`` (RFC 9457): ``type`` (a stable URI per
 ``code``), ``title``, ``status``, ``detail`` (always a string), ``instance`` (the path),
@@ -65,6 +66,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedImage",
     "VendorFailed",
+    "internal_error",
     "problem",
     "problem_type",
 ]
@@ -283,11 +285,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, str(exc.detail), instance=request.url.path, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette's outer error layer answers 500 with this and re-raises, so it is logged too.
-    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    detail = "the server failed to handle this request"
-    return problem(500, "internal_error", detail, instance=request.url.path)
+def internal_error(instance: str) -> ProblemResponse:
+    """The answer to an error no handler expected, given by
+    :class:`~apiwrap.service._http.RequestContext`, which logs it (the details stay in the log)."""
+    return problem(500, "internal_error", "the server failed to handle this request", instance=instance)
 
 
 #: The one table: exception type -> handler (found through the exception's MRO).
@@ -301,5 +302,4 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     RequestValidationError: _validation_error,
     ValidationError: _validation_error,
     HTTPException: _http_exception,
-    Exception: _unexpected,
 }

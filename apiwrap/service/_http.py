@@ -1,8 +1,11 @@
-"""What every request passes through before its route: request ids, HTTP metrics, read timeouts.
+"""What every request passes through before its route: request ids, HTTP metrics, read timeouts,
+the security headers.
 
 :class:`RequestContext` (ASGI middleware) gives each request an id (the client's ``X-Request-ID``
 when it is a sane token, else a new one), echoes it on the response and puts it in every log
-line written meanwhile; counts the answer by route template, method and status with its
+line written meanwhile; adds the headers of :func:`security_headers` to every answer (an
+unexpected error's 500 included: it answers that one itself); counts the answer by route
+template, method and status with its
 latency, and error answers by reason; and bounds the wait for each chunk of the body and for the
 whole body (so a client trickling a byte now and then still cannot hold its socket for long).
 
@@ -15,6 +18,7 @@ trickling headers cannot hold a connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -25,13 +29,36 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, problem
+from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, internal_error, problem
 from apiwrap.service._logging import request_id_var
 from apiwrap.service._metrics import Metrics
 
-__all__ = ["BodyLimit", "HeaderTimeoutH11Protocol", "RequestContext", "uvicorn_config"]
+__all__ = ["BodyLimit", "HeaderTimeoutH11Protocol", "RequestContext", "security_headers", "uvicorn_config"]
 
+_log = logging.getLogger("apiwrap.service")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_NO_FRAMING = "frame-ancestors 'none'"
+
+
+def security_headers(headers: list[tuple[bytes, bytes]], *, cacheable: bool) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``X-Content-Type-Options: nosniff``, ``frame-ancestors 'none'`` in the one
+    Content-Security-Policy (added to the route's own policy, if it has one) and, unless
+    ``cacheable`` (the static assets of the docs pages), ``Cache-Control: no-store``: answers
+    carry tenants' results and spend, which no cache should keep."""
+    replaced = {b"content-security-policy", b"cache-control"}
+    kept = [(key, value) for key, value in headers if key not in replaced]
+    policies = [value for key, value in headers if key == b"content-security-policy"]
+    policy = b"; ".join(policy.strip().rstrip(b";") for policy in policies)
+    if b"frame-ancestors" not in policy:
+        policy = policy + b"; " + _NO_FRAMING.encode() if policy else _NO_FRAMING.encode()
+    kept.append((b"content-security-policy", policy))
+    if b"x-content-type-options" not in {key for key, _ in kept}:
+        kept.append((b"x-content-type-options", b"nosniff"))
+    if cacheable:
+        kept += [(key, value) for key, value in headers if key == b"cache-control"]
+    else:
+        kept.append((b"cache-control", b"no-store"))
+    return kept
 
 
 def _request_id(scope: Scope) -> str:
@@ -48,11 +75,20 @@ class RequestContext:
     """ASGI middleware: request id, HTTP metrics, ``body_timeout_s`` per chunk of the body and
     ``body_deadline_s`` for all of it, from the moment its headers are in."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, body_timeout_s: float, body_deadline_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        body_timeout_s: float,
+        body_deadline_s: float,
+        cacheable_prefix: str,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
         self.body_deadline_s = body_deadline_s
+        #: Paths under it (the docs pages' static assets) may be cached; every other answer is no-store.
+        self.cacheable_prefix = cacheable_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +102,8 @@ class RequestContext:
         status = 500
         reason: str | None = None
         body_done = False
+        response_started = False
+        cacheable = scope["path"].startswith(self.cacheable_prefix)
 
         async def timed_receive() -> Message:
             nonlocal body_done
@@ -85,10 +123,11 @@ class RequestContext:
             return message
 
         async def tagged_send(message: Message) -> None:
-            nonlocal status, reason
+            nonlocal status, reason, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
+                headers = security_headers(list(message.get("headers", [])), cacheable=cacheable)
                 for key, value in headers:
                     if key == b"x-problem-code":
                         reason = value.decode("latin-1")
@@ -98,6 +137,13 @@ class RequestContext:
 
         try:
             await self.app(scope, timed_receive, tagged_send)
+        except Exception:
+            if response_started:  # nothing more can be said on this answer
+                raise
+            # Answered here, not by Starlette's outer error layer: past this middleware, that
+            # answer would miss the request id and the security headers.
+            _log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await internal_error(scope["path"])(scope, receive, tagged_send)
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
