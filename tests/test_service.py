@@ -392,3 +392,45 @@ def test_by_default_the_service_certifies_the_vendors_clean_label(server: str, v
     # no selection query: the clean image and 20 estimation samples
     assert (result["candidate"], result["queries"]) == (result["reference_label"], 1 + 20)
     assert answer.json()["job"]["spend"]["billable_queries"] == 21 == vendor.billable
+
+
+def _denoisers_checked(caplog: pytest.LogCaptureFixture) -> list[tuple[str, float]]:
+    return [
+        (record.event["denoiser"], record.event["sigma"])  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.getMessage() == "denoiser.checked"
+    ]
+
+
+def test_the_denoiser_is_loaded_only_for_an_admitted_request(
+    tmp_path: Path, vendor: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="apiwrap.service")
+    config = service_config(
+        tmp_path, vendor.endpoint, caps={"carol": {"max_queries": 10}}, max_running_jobs_per_tenant=1
+    )
+    png = {"Content-Type": "image/png"}
+    params = {**FAST, "sigma": 0.5, "denoiser": "fast-mse-s050"}
+    with ServerThread(create_app(config)) as base, client(base) as alice, client(base, "carol") as carol:
+        unpaid = carol.post("/v1/certify", params=params, content=RED, headers=png)
+        long_job = {"n0": 5, "n": 5000, "selection": "leader", "sigma": 0.25, "denoiser": "fast-mse-s025"}
+        running = alice.post("/v1/jobs", params=long_job, files={"files": ("a.png", RED)}).json()
+        busy = alice.post("/v1/certify", params=params, content=RED, headers=png)
+        checked_while_refusing = _denoisers_checked(caplog)
+        alice.delete(f"/v1/jobs/{running['id']}")
+        wrong_sigma = alice.post(
+            "/v1/certify", params={**params, "denoiser": "fast-mse-s025"}, content=RED, headers=png
+        )
+        held_after_wrong_sigma = alice.get("/v1/budget").json()["held_by_running_jobs"]["billable_queries"]
+        paid = alice.post("/v1/certify", params=params, content=RED, headers=png)
+        again = alice.post("/v1/certify", params=params, content=GREEN, headers=png)
+        jobs = alice.get("/v1/jobs").json()["jobs"]
+
+    assert unpaid.status_code == 402 and busy.status_code == 503
+    # Only the admitted long job's denoiser was loaded: the refused requests cost no load.
+    assert checked_while_refusing == [("fast-mse-s025", 0.25)]
+    # A denoiser trained for another sigma is still refused (422), and gives its admission back.
+    assert wrong_sigma.status_code == 422 and "0.25" in wrong_sigma.json()["detail"]
+    assert held_after_wrong_sigma == 0 and len(jobs) == 3
+    assert paid.status_code == again.status_code == 200
+    assert _denoisers_checked(caplog) == [("fast-mse-s025", 0.25), ("fast-mse-s050", 0.5)]  # once each

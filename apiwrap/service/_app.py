@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
@@ -40,6 +39,7 @@ from apiwrap.service._errors import (
 )
 from apiwrap.service._http import BodyLimit, RequestContext
 from apiwrap.service._jobs import JobManager
+from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._models import (
     Budget,
@@ -210,10 +210,25 @@ def _settings(request: Request, params: CertifyQuery, upload: Upload, mode: Mode
     return resolve_settings(params, vendor=vendor, mode=mode, offered_denoisers=request.app.state.denoisers)
 
 
-@functools.lru_cache(maxsize=64)
-def _check_denoiser(name: str, sigma: float) -> None:
-    """Load the denoiser once to see that it fits sigma (a success is cached; the model is not kept)."""
-    load_denoiser(name, sigma)
+class DenoiserCheck:
+    """Whether a shipped denoiser fits a sigma (one trained for another is refused, 422): loaded
+    once per (name, sigma) and app, in a worker thread, and logged as ``denoiser.checked``; the
+    model is not kept. Called only for an admitted request (see :func:`_submit`): loading and
+    exporting a network takes seconds, which a request refused for money or slots must not cost."""
+
+    def __init__(self) -> None:
+        self._fits: set[tuple[str, float]] = set()
+
+    async def __call__(self, settings: CertificationSettings) -> None:
+        key = (settings.denoiser, settings.sigma)
+        if key in self._fits:
+            return
+        try:
+            await run_in_threadpool(load_denoiser, *key)
+        except ValueError as exc:  # e.g. trained for another sigma
+            raise InvalidRequest(str(exc)) from None
+        log_event("denoiser.checked", denoiser=settings.denoiser, sigma=settings.sigma)
+        self._fits.add(key)
 
 
 async def _checked_upload(
@@ -222,10 +237,6 @@ async def _checked_upload(
     config: ServiceConfig = request.app.state.config
     upload = await read_upload(request, max_files=max_files)
     settings = _settings(request, params, upload, mode)
-    try:
-        await run_in_threadpool(_check_denoiser, settings.denoiser, settings.sigma)
-    except ValueError as exc:  # e.g. trained for another sigma
-        raise InvalidRequest(str(exc)) from None
     limits = request.app.state.vendors[settings.vendor].adapter.limits
     for name, data in upload.images:
         width, height = await run_in_threadpool(
@@ -259,7 +270,8 @@ async def _submit(
 ) -> str:
     settings, images = await _checked_upload(request, params, mode, max_files=max_files)
     idempotency = None if key is None else (key, _fingerprint(request.url.path, settings, images))
-    return await manager.submit(tenant, kind, settings, images, idempotency)
+    check: DenoiserCheck = request.app.state.denoiser_check
+    return await manager.submit(tenant, kind, settings, images, idempotency, admitted=check)
 
 
 def _accepted(job: Job, preference: str | None = None) -> JSONResponse:
@@ -411,6 +423,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.config = config
     app.state.denoisers = available_denoisers()
+    app.state.denoiser_check = DenoiserCheck()
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
     app.add_middleware(
         RequestContext,

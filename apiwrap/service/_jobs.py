@@ -17,7 +17,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -210,11 +210,14 @@ class JobManager:
         settings: CertificationSettings,
         images: list[tuple[str, bytes]],
         idempotency: tuple[str, str] | None = None,
+        admitted: Callable[[CertificationSettings], Awaitable[None]] | None = None,
     ) -> str:
         """Admit and start a job, or find the one made with the same ``Idempotency-Key``.
 
         ``idempotency`` is (key, fingerprint of the request). Raises BudgetExceeded (402), Busy
-        (503) or IdempotencyKeyReused (422) before anything is stored.
+        (503) or IdempotencyKeyReused (422) before anything is stored. ``admitted`` runs once the
+        job holds its slot and allowance, before it is stored: the costly checks of a request
+        (an error there gives back all the admission took).
         """
         if idempotency is not None and (known := await self._admission.keys.job(tenant.name, *idempotency)):
             return known
@@ -224,6 +227,8 @@ class JobManager:
         ticket = self._admission.admit(tenant.name, job_id, settings, len(images), idempotency)
         key_row = None if idempotency is None else IdempotencyRow(tenant.name, *idempotency, job_id)
         try:
+            if admitted is not None:
+                await admitted(settings)
             # run_job opens the journal with SQLite, which would create it with the umask's mode.
             await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
             await asyncio.to_thread(
