@@ -39,15 +39,8 @@ SCRAPER = {"Authorization": f"Bearer {METRICS_KEY}"}
 class ServerThread:
     """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread, lifespan included."""
 
-    def __init__(self, app: FastAPI, header_timeout_s: float = 10.0) -> None:
-        config = uvicorn_config(
-            app,
-            host="127.0.0.1",
-            port=0,
-            header_timeout_s=header_timeout_s,
-            max_connections=app.state.config.max_connections,
-            log_level="warning",
-        )
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn_config(app, app.state.config, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

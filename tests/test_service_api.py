@@ -304,16 +304,15 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_files_are_owner_only_and_a_header_trickle_is_cut(tmp_path: Path, vendor: Emulator) -> None:
+def test_files_are_owner_only(tmp_path: Path, vendor: Emulator) -> None:
     previous = os.umask(0o022)
     try:
         config_file = tmp_path / "service.toml"
         config_file.write_text("[vendors.local]\n")  # 0644 under this umask: adding a tenant restricts it
         add_tenant(config_file, "acme")
         config = service_config(tmp_path, vendor.endpoint)
-        with ServerThread(create_app(config), header_timeout_s=0.5) as base, client(base) as api:
+        with ServerThread(create_app(config)) as base, client(base) as api:
             job = api.post("/v1/certify", params=FAST, content=RED, headers=PNG).json()["job"]
-            trickled, seconds = _raw_request(base, b"GET /healthz HTTP/1.1\r\nHost: x\r\n", wait_s=10)
             runs = config.runs_dir
             modes = {path.name: _mode(path) for path in runs.iterdir()}  # the store's WAL is open
     finally:
@@ -322,7 +321,6 @@ def test_files_are_owner_only_and_a_header_trickle_is_cut(tmp_path: Path, vendor
     assert _mode(runs) == 0o700
     assert {"service.sqlite", "service.sqlite-wal", f"{job['id']}.sqlite"} <= set(modes)
     assert modes == dict.fromkeys(modes, 0o600)
-    assert trickled == b"" and seconds < 5  # closed without an answer once the headers were late
 
 
 def test_prune_deletes_old_finished_jobs_but_keeps_their_spend(tmp_path: Path, vendor: Emulator) -> None:

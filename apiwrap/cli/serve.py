@@ -133,10 +133,9 @@ def serve(
     uvicorn.Server(
         uvicorn_config(
             create_app(service_config),
+            service_config,
             host=host,
             port=port,
-            header_timeout_s=service_config.header_timeout_s,
-            max_connections=service_config.max_connections,
             log_level=log_level,
             graceful_timeout_s=graceful_timeout,
         )

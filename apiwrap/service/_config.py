@@ -12,7 +12,6 @@
     max_running_jobs_per_tenant = 8    # so one tenant cannot take them all
     prices = "prices.toml"             # optional budgets.PriceTable overrides
     certify_wait_s = 60                # /v1/certify answers 202 + Location after this long
-    header_timeout_s = 10              # a connection's request headers must arrive within this
     body_timeout_s = 30                # longest wait for the next chunk of a request body
     body_deadline_s = 120              # the whole body must arrive within this (then 408)
     max_connections = 256              # open connections; past it uvicorn answers 503
@@ -126,7 +125,6 @@ class ServiceConfig:
     queue_timeout_s: float = 300.0
     #: How long ``POST /v1/certify`` waits for its job before answering 202 with its Location.
     certify_wait_s: float = 60.0
-    header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     #: The whole request body must arrive within this of its headers, however it trickles (408).
     body_deadline_s: float = 120.0
@@ -154,7 +152,6 @@ class ServiceConfig:
         for name in (
             "queue_timeout_s",
             "certify_wait_s",
-            "header_timeout_s",
             "body_timeout_s",
             "body_deadline_s",
         ):

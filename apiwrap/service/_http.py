@@ -9,10 +9,7 @@ template, method and status with its
 latency, and error answers by reason; and bounds the wait for each chunk of the body and for the
 whole body (so a client trickling a byte now and then still cannot hold its socket for long).
 
-:class:`HeaderTimeoutH11Protocol` bounds the wait for a request's headers, which no ASGI
-middleware can see: uvicorn's h11 protocol, closing a connection that has not sent complete
-headers within ``header_timeout_s`` of opening or of its previous response, so a client
-trickling headers cannot hold a connection.
+:func:`uvicorn_config` sets what only the server can: how many connections may be open.
 """
 
 from __future__ import annotations
@@ -24,16 +21,15 @@ import secrets
 import time
 from typing import Any
 
-import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from apiwrap.service._config import ServiceConfig
 from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, internal_error, problem
 from apiwrap.service._logging import request_id_var
 from apiwrap.service._metrics import Metrics
 
-__all__ = ["BodyLimit", "HeaderTimeoutH11Protocol", "RequestContext", "security_headers", "uvicorn_config"]
+__all__ = ["BodyLimit", "RequestContext", "security_headers", "uvicorn_config"]
 
 _log = logging.getLogger("apiwrap.service")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -193,68 +189,24 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class HeaderTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose headers take over ``header_timeout_s``."""
-
-    header_timeout_s = 10.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
-            self._disarm_header_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._arm_header_timer()  # the next request on this connection gets the same bound
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timeout(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
 def uvicorn_config(
     app: ASGIApp,
+    service: ServiceConfig,
     *,
     host: str,
     port: int,
-    header_timeout_s: float,
-    max_connections: int,
     log_level: str = "info",
     graceful_timeout_s: int = 30,
 ) -> uvicorn.Config:
-    """How the service runs on uvicorn: h11 with the header timeout, one worker, uvicorn's own logs,
-    and a 503 from uvicorn itself past ``max_connections`` open connections."""
-    protocol = type("ServiceH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
+    """How the service runs on uvicorn, with uvicorn's own settings only: h11, one worker, a 503
+    from uvicorn itself past ``max_connections`` open connections."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol,
+        http="h11",
         log_level=log_level,
-        limit_concurrency=max_connections,
+        limit_concurrency=service.max_connections,
         # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to this long),
         # then the lifespan stops the jobs; they stay in the store and resume at the next start.
         timeout_graceful_shutdown=graceful_timeout_s,
