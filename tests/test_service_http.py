@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import subprocess
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi import Response
 
 from apiwrap.service import create_app
@@ -112,3 +116,51 @@ def test_every_answer_carries_nosniff_no_framing_and_no_store(tmp_path: Path) ->
     # A route's own policy is kept, with frame-ancestors added to it (one header, not two).
     own = answers["own policy"].headers["Content-Security-Policy"]
     assert own == "default-src 'none'; frame-ancestors 'none'"
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _rendered(url: str) -> str:
+    """The DOM of ``url`` after its scripts ran, in headless chromium that can reach 127.0.0.1 only."""
+    flags = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        # Every host name but 127.0.0.1 fails to resolve: a CDN reference would leave the page blank.
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=15000",
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as profile:
+        command = [str(CHROMIUM), *flags, f"--user-data-dir={profile}", "--dump-dom", url]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)"
+)
+def test_the_docs_pages_render_offline_from_the_services_own_assets(tmp_path: Path) -> None:
+    config = service_config(tmp_path, "http://127.0.0.1:9")
+    with ServerThread(create_app(config)) as base:
+        pages = {path: httpx.get(f"{base}{path}").text for path in ("/docs", "/redoc")}
+        assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css|png))"', "".join(pages.values()))
+        fetched = [httpx.get(f"{base}{asset}") for asset in assets]
+        swagger = _rendered(f"{base}/docs")
+        redoc = _rendered(f"{base}/redoc")
+
+    assert len(assets) >= 3 and all(asset.startswith("/docs/assets/") for asset in assets), assets
+    assert all(answer.status_code == 200 for answer in fetched)
+    assert all("no-store" not in answer.headers.get("Cache-Control", "") for answer in fetched)
+    # Swagger UI drew the operations, grouped by tag; ReDoc drew its menu of them.
+    for tag in ("certify", "jobs", "budget", "operations"):
+        assert f'id="operations-tag-{tag}"' in swagger, tag
+        assert f'data-item-id="tag/{tag}"' in redoc, tag
+    assert 'data-item-id="tag/certify/operation/certify_v1_certify_post"' in redoc
+    assert "Certify one image" in redoc
+
+
+def test_every_operation_has_a_tag(tmp_path: Path) -> None:
+    with ServerThread(create_app(service_config(tmp_path, "http://127.0.0.1:9"))) as base:
+        schema = httpx.get(f"{base}/openapi.json").json()
+    operations = [op for item in schema["paths"].values() for op in item.values()]
+    declared = {tag["name"] for tag in schema["tags"]}
+    assert operations and all(op.get("tags") and set(op["tags"]) <= declared for op in operations)

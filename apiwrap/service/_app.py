@@ -18,6 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
@@ -148,6 +149,12 @@ _ACCEPTED = {
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
 #: Where the docs pages' scripts and styles are served from: the only answers a cache may keep.
 DOCS_ASSETS = "/docs/assets/"
+_TAGS = [
+    {"name": "certify", "description": "One image: a certified label and radius, or a prediction."},
+    {"name": "jobs", "description": "Batches of images: submit, follow, fetch results and reports, cancel."},
+    {"name": "budget", "description": "The tenant's caps, spend and what remains."},
+    {"name": "operations", "description": "Liveness and Prometheus metrics, for operators."},
+]
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
 _metrics_bearer = HTTPBearer(
@@ -352,7 +359,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
             for operations in schema["paths"].values():
                 for operation in operations.values():
                     for status, response in operation.get("responses", {}).items():
@@ -413,7 +426,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 await vendor_.adapter.aclose()
             store.close()
 
-    app = FastAPI(
+    # fastapi-offline: FastAPI whose /docs (Swagger UI) and /redoc pages load their scripts and
+    # styles from the package's own copies (under DOCS_ASSETS), not from a CDN.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS.rstrip("/"),
+        openapi_tags=_TAGS,
         title="apiwrap",
         summary="Certified labels (label + L2 radius, or abstain) from black-box vision APIs.",
         version="1",
@@ -441,6 +458,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/certify",
+        tags=["certify"],
         openapi_extra=_ONE_IMAGE,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
         response_model=CertifyAnswer,
@@ -462,6 +480,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/predict",
+        tags=["certify"],
         openapi_extra=_ONE_IMAGE,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
         response_model=CertifyAnswer,
@@ -479,6 +498,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/jobs",
+        tags=["jobs"],
         status_code=202,
         openapi_extra=_MANY_IMAGES,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
@@ -498,7 +518,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         )
         return _accepted((await manager.view(tenant.name, job_id)).to_model())
 
-    @app.get("/v1/jobs", responses=_AUTH_ERRORS)
+    @app.get("/v1/jobs", tags=["jobs"], responses=_AUTH_ERRORS)
     async def list_jobs(
         response: Response,
         tenant: Tenant,
@@ -513,12 +533,12 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
             response.headers["Link"] = f'</v1/jobs?limit={limit}&cursor={next_cursor}>; rel="next"'
         return JobList(jobs=[view.to_model() for view in views], next_cursor=next_cursor)
 
-    @app.get("/v1/jobs/{job_id}", responses=_JOB_ERRORS)
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses=_JOB_ERRORS)
     async def job_status(job_id: str, tenant: Tenant, manager: Manager) -> Job:
         """A job's status, progress (queries done of total) and spend."""
         return (await manager.view(tenant.name, job_id)).to_model()
 
-    @app.get("/v1/jobs/{job_id}/results", responses=_JOB_ERRORS)
+    @app.get("/v1/jobs/{job_id}/results", tags=["jobs"], responses=_JOB_ERRORS)
     async def job_results(job_id: str, tenant: Tenant, manager: Manager) -> JobResults:
         """Results of the images finished so far (all of them once the job is done)."""
         view = await manager.view(tenant.name, job_id)
@@ -527,8 +547,8 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
             job=view.to_model(), results=[ImageOutcome.model_validate(result) for result in results]
         )
 
-    @app.post("/v1/jobs/{job_id}/cancel", responses=_CANCEL_ERRORS)
-    @app.delete("/v1/jobs/{job_id}", responses=_CANCEL_ERRORS)
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], responses=_CANCEL_ERRORS)
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], responses=_CANCEL_ERRORS)
     async def cancel_job(
         job_id: str, tenant: Tenant, manager: Manager, idempotency_key: IdempotencyKey = None
     ) -> Job:
@@ -538,6 +558,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.get(
         "/v1/jobs/{job_id}/report",
+        tags=["jobs"],
         response_class=HTMLResponse,
         # The page is the response itself: there is no model to derive.
         response_model=None,
@@ -547,7 +568,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         """The finished job's report: one self-contained HTML page (settings, spend, curve, images)."""
         return HTMLResponse(await job_report_page(manager, config, tenant.name, job_id))
 
-    @app.get("/v1/budget", responses=_AUTH_ERRORS)
+    @app.get("/v1/budget", tags=["budget"], responses=_AUTH_ERRORS)
     async def budget(tenant: Tenant, manager: Manager) -> Budget:
         """The tenant's caps, spend and what running jobs hold."""
         snapshot = manager.budget(tenant.name).snapshot()
@@ -569,7 +590,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
             ),
         )
 
-    @app.get("/healthz", responses=_problems(*_ANY))
+    @app.get("/healthz", tags=["operations"], responses=_problems(*_ANY))
     async def healthz(manager: Manager) -> Health:
         """Liveness: the server is up and its lifespan has started."""
         return Health(status="ok", vendors=config.vendor_names, jobs_running=manager.jobs_running)
@@ -586,6 +607,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.get(
         "/metrics",
+        tags=["operations"],
         response_class=PlainTextResponse,
         responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}, **_JOB_ERRORS},
         dependencies=[Depends(metrics_key)],
