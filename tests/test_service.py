@@ -6,6 +6,8 @@ import io
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +119,10 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert certified["result"]["radius"] > 0
     assert certified["job"]["progress"] == {"queries_done": 26, "queries_total": 26}
     # aws: $1 per 1,000
-    assert certified["job"]["spend"] == {"usd": "$0.026", "micro_usd": 26_000, "billable_queries": 26}
+    assert certified["job"]["spend"] == {
+        "cost": {"amount": "0.026", "currency": "USD"},
+        "billable_queries": 26,
+    }
 
     assert form.status_code == 200, form.text
     predicted = form.json()
@@ -193,7 +198,7 @@ def test_auth_failures_and_tenant_isolation(server: str, vendor: Emulator) -> No
         "job-000000000000000000000000", "X"
     )
     assert bob_jobs == []
-    assert bob_budget["spent"] == {"usd": "$0.00", "micro_usd": 0, "billable_queries": 0}
+    assert bob_budget["spent"] == {"cost": {"amount": "0.00", "currency": "USD"}, "billable_queries": 0}
     assert vendor.billable == 26  # only alice's job reached the vendor
 
 
@@ -427,3 +432,31 @@ def test_the_denoiser_is_loaded_only_for_an_admitted_request(
     assert held_after_wrong_sigma == 0 and len(jobs) == 3
     assert paid.status_code == again.status_code == 200
     assert _denoisers_checked(caplog) == [("fast-mse-s025", 0.25), ("fast-mse-s050", 0.5)]  # once each
+
+
+def test_money_is_a_decimal_string_with_its_currency_and_times_are_iso_utc(
+    tmp_path: Path, vendor: Emulator
+) -> None:
+    config = service_config(tmp_path, vendor.endpoint, caps={"carol": {"max_usd": Decimal("0.03")}})
+    png = {"Content-Type": "image/png"}
+    with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+        paid = api.post("/v1/certify", params=FAST, content=RED, headers=png).json()
+        refused = api.post("/v1/certify", params=FAST, content=GREEN, headers=png).json()
+        budget = api.get("/v1/budget").json()
+
+    def usd(amount: str) -> dict[str, str]:
+        return {"amount": amount, "currency": "USD"}
+
+    assert paid["job"]["spend"]["cost"] == usd("0.026")  # aws: $1 per 1,000 images
+    assert (refused["cap"], refused["limit"], refused["spent"], refused["requested"]) == (
+        "usd",
+        usd("0.03"),
+        usd("0.026"),
+        usd("0.026"),
+    )
+    assert budget["max_cost"] == usd("0.03") and budget["remaining"]["cost"] == usd("0.004")
+    assert budget["held_by_running_jobs"]["cost"] == usd("0.00")
+    created, finished = paid["job"]["created_at"], paid["job"]["finished_at"]
+    assert created.endswith("Z") and finished.endswith("Z")
+    assert datetime.fromisoformat(created) <= datetime.fromisoformat(finished)
+    assert datetime.fromisoformat(created).utcoffset() == timedelta(0)

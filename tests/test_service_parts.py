@@ -17,6 +17,7 @@ from apiwrap.cli.serve import DEFAULT_CONFIG_PATH, serve
 from apiwrap.service import add_tenant, hash_key, load_config, write_default_config
 from apiwrap.service._logging import configure_logging, log_event, request_id_var
 from apiwrap.service._metrics import Metrics
+from apiwrap.service._models import money
 from apiwrap.service._vendors import FairGate
 
 
@@ -220,3 +221,12 @@ def test_service_logs_are_json_lines_with_the_request_id() -> None:
     )
     assert first["level"] == "info" and first["logger"] == "apiwrap.service"
     assert second["request_id"] is None and second["jobs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("micro_usd", "amount"),
+    [(0, "0.00"), (26_000, "0.026"), (25_000_000, "25.00"), (1_500, "0.0015"), (1, "0.000001"),
+     (1_234_567_890, "1234.56789")],
+)  # fmt: skip
+def test_money_amounts_are_exact_decimal_strings(micro_usd: int, amount: str) -> None:
+    assert money(micro_usd).model_dump() == {"amount": amount, "currency": "USD"}

@@ -44,7 +44,6 @@ from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._models import (
     Budget,
-    BudgetFigures,
     CertifyAnswer,
     Health,
     ImageOutcome,
@@ -53,6 +52,8 @@ from apiwrap.service._models import (
     JobResults,
     Problem,
     Remaining,
+    Spend,
+    money,
 )
 from apiwrap.service._reports import job_report_page
 from apiwrap.service._store import Store, private_dir
@@ -573,19 +574,16 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         """The tenant's caps, spend and what running jobs hold."""
         snapshot = manager.budget(tenant.name).snapshot()
         remaining = snapshot.remaining
-
-        def figures(micro_usd: int, queries: int) -> BudgetFigures:
-            return BudgetFigures(usd=format_usd(micro_usd), micro_usd=micro_usd, billable_queries=queries)
-
         return Budget(
             tenant=tenant.name,
-            max_usd=None if snapshot.max_micro_usd is None else format_usd(snapshot.max_micro_usd),
+            max_cost=None if snapshot.max_micro_usd is None else money(snapshot.max_micro_usd),
             max_queries=snapshot.max_queries,
-            spent=figures(snapshot.spent.micro_usd, snapshot.spent.queries),
-            held_by_running_jobs=figures(snapshot.reserved.micro_usd, snapshot.reserved.queries),
+            spent=Spend(cost=money(snapshot.spent.micro_usd), billable_queries=snapshot.spent.queries),
+            held_by_running_jobs=Spend(
+                cost=money(snapshot.reserved.micro_usd), billable_queries=snapshot.reserved.queries
+            ),
             remaining=Remaining(
-                usd=None if remaining.micro_usd is None else format_usd(remaining.micro_usd),
-                micro_usd=remaining.micro_usd,
+                cost=None if remaining.micro_usd is None else money(remaining.micro_usd),
                 queries=remaining.queries,
             ),
         )

@@ -44,10 +44,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apiwrap.adapters import Rejected, Throttled
-from apiwrap.budgets import BudgetExceeded, format_usd
+from apiwrap.budgets import BudgetExceeded
 from apiwrap.engine.settings import SettingsError
 from apiwrap.errors import ApiwrapError, ImageError
 from apiwrap.service._logging import current_request_id
+from apiwrap.service._models import money
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -227,7 +228,7 @@ async def _budget_exceeded(request: Request, exc: Exception) -> Response:
     extensions: dict[str, Any] = {}
     if exc.cap is not None:
         # The cap's figures in the cap's unit, so a client needs no parsing of the message.
-        unit = (lambda value: format_usd(value)) if exc.cap == "usd" else (lambda value: value)
+        unit = (lambda value: money(value).model_dump()) if exc.cap == "usd" else (lambda value: value)
         extensions = {
             "cap": exc.cap,
             "limit": unit(exc.limit),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apiwrap.budgets import Budget, PriceTable, format_usd
+from apiwrap.budgets import Budget, PriceTable
 from apiwrap.engine.jobs import JobSpec, journal_path, run_job
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import RequestOutcome, RetryPolicy, VendorLimits
@@ -31,7 +31,7 @@ from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
-from apiwrap.service._models import Job, Progress, Spend
+from apiwrap.service._models import Job, Progress, Spend, money, utc_time
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
 from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
@@ -119,14 +119,10 @@ class JobView:
             settings=CertificationSettings(**self.settings),
             images=self.images,
             progress=Progress(queries_done=self.queries_done, queries_total=self.queries_total),
-            spend=Spend(
-                usd=format_usd(self.spent_micro_usd),
-                micro_usd=self.spent_micro_usd,
-                billable_queries=self.spent_queries,
-            ),
+            spend=Spend(cost=money(self.spent_micro_usd), billable_queries=self.spent_queries),
             budget_exhausted=self.budget_exhausted,
-            created_at=self.created_at,
-            finished_at=self.finished_at,
+            created_at=utc_time(self.created_at),
+            finished_at=None if self.finished_at is None else utc_time(self.finished_at),
             error=self.error,
         )
 
