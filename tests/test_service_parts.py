@@ -123,6 +123,12 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     key = result.stdout.strip().splitlines()[-1]
     assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
+    told = " ".join(result.stderr.split())
+    assert "kill -HUP" in told and "(no restart)" in told
+    assert (
+        f'curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+        "--data-binary @image.png http://127.0.0.1:8000/v1/certify"
+    ) in told
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
     assert again.exit_code != 0 and "already exists" in again.output
 

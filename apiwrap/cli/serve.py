@@ -99,8 +99,18 @@ def serve(
             key = add_tenant(path, create_tenant, max_usd=max_usd, max_queries=max_queries)
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        typer.echo(f"tenant {create_tenant} added to {path}; its API key (shown only now):", err=True)
+        typer.echo(
+            f"tenant {create_tenant} added to {path}. A server running on this file serves it once told "
+            "to reload its tenants: kill -HUP <its process id> (no restart). Its API key (shown only now):",
+            err=True,
+        )
         typer.echo(key)
+        typer.echo(
+            "Try it (any PNG, JPEG or WebP image):\n"
+            f'  curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+            f"--data-binary @image.png http://{host}:{port}/v1/certify",
+            err=True,
+        )
         return
     if create_metrics_key:
         try:
@@ -132,7 +142,7 @@ def serve(
     configure_logging(log_level)
     uvicorn.Server(
         uvicorn_config(
-            create_app(service_config),
+            create_app(service_config, config_path=path),
             service_config,
             host=host,
             port=port,

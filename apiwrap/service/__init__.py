@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from apiwrap.service._app import CertifyQuery, JobQuery, create_app
+from apiwrap.service._app import CertifyQuery, JobQuery, create_app, reload_tenants
 from apiwrap.service._config import (
     DEFAULT_CONFIG,
     MetricsConfig,
@@ -40,6 +40,7 @@ __all__ = [
     "hash_key",
     "load_config",
     "prune",
+    "reload_tenants",
     "uvicorn_config",
     "write_default_config",
 ]

@@ -8,9 +8,13 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import re
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -26,7 +30,7 @@ from apiwrap.adapters import create_adapter
 from apiwrap.budgets import PriceTable, format_usd
 from apiwrap.denoisers import available_denoisers, load_denoiser
 from apiwrap.engine.settings import CertificationOptions, resolve_settings
-from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
+from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key, load_config
 from apiwrap.service._errors import (
     EXCEPTION_HANDLERS,
     PROBLEM_MEDIA_TYPE,
@@ -175,7 +179,7 @@ def _tenant(
         raise Unauthorized("send the tenant's API key as 'Authorization: Bearer KEY'")
     presented = hash_key(credentials.credentials)
     found = None
-    for tenant in request.app.state.config.tenants.values():
+    for tenant in request.app.state.tenants.values():
         # Every tenant is compared, in constant time, so timing tells nothing about the keys.
         if hmac.compare_digest(presented, tenant.key_sha256):
             found = tenant
@@ -380,14 +384,61 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
+async def reload_tenants(app: FastAPI, path: Path) -> None:
+    """Read the tenants of the config file at ``path`` again: added ones are served, removed ones
+    refused (401) from now on; a removed tenant's running jobs run to their end. A file that no
+    longer loads changes nothing (logged as ``tenants.reload_failed``)."""
+    try:
+        reloaded = await asyncio.to_thread(load_config, path)
+    except (ValueError, OSError) as exc:
+        log_event("tenants.reload_failed", logging.ERROR, config=str(path), error=str(exc))
+        return
+    manager: JobManager = app.state.manager
+    before: dict[str, TenantConfig] = app.state.tenants
+    deferred = await manager.update_tenants(reloaded.tenants)
+    app.state.tenants = dict(reloaded.tenants)
+    log_event(
+        "tenants.reloaded",
+        config=str(path),
+        added=sorted(reloaded.tenants.keys() - before.keys()),
+        removed=sorted(before.keys() - reloaded.tenants.keys()),
+        key_changed=sorted(
+            name
+            for name in reloaded.tenants.keys() & before.keys()
+            if reloaded.tenants[name].key_sha256 != before[name].key_sha256
+        ),
+        caps_wait_for_running_jobs=deferred,
+    )
+
+
+def _reload_on_sighup(app: FastAPI, path: Path) -> Callable[[], None]:
+    """Make SIGHUP reload the tenants (the process's main thread only: where signals arrive);
+    return what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(reload_tenants(app, path))
+        reloads.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
 async def _prune_periodically(manager: JobManager, retention_days: float) -> None:
     while True:
         await manager.prune(retention_days)
         await asyncio.sleep(3600)
 
 
-def create_app(config: ServiceConfig) -> FastAPI:
-    """The service for ``config``; its lifespan opens the store and vendors and resumes jobs."""
+def create_app(config: ServiceConfig, config_path: Path | None = None) -> FastAPI:
+    """The service for ``config``; its lifespan opens the store and vendors and resumes jobs.
+
+    ``config_path``: the file ``config`` was read from; SIGHUP then reloads its tenants (run in
+    the main thread, as ``apiwrap serve`` does; :func:`reload_tenants` does it on request)."""
     metrics = Metrics(tenant_labels=config.metrics.tenant_labels)
 
     @asynccontextmanager
@@ -416,9 +467,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             pruning = None
             if config.retention_days is not None:
                 pruning = asyncio.create_task(_prune_periodically(manager, config.retention_days))
+            stop_reloading = (lambda: None) if config_path is None else _reload_on_sighup(app, config_path)
             try:
                 yield
             finally:
+                stop_reloading()
                 if pruning is not None:
                     pruning.cancel()
                 await manager.stop()
@@ -440,6 +493,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.config = config
+    app.state.tenants = dict(config.tenants)  # replaced whole by reload_tenants
     app.state.denoisers = available_denoisers()
     app.state.denoiser_check = DenoiserCheck()
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)

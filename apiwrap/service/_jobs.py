@@ -17,7 +17,7 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -189,6 +189,13 @@ class JobManager:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace_s)
+
+    async def update_tenants(self, tenants: Mapping[str, TenantConfig]) -> list[str]:
+        """Take a reloaded tenant list (see :meth:`Admission.update_tenants`); the tenants whose
+        changed caps wait for their running jobs to end."""
+        unknown = [name for name in tenants if name not in self._admission.budgets]
+        spent = {name: await asyncio.to_thread(self._store.finished_spend, name) for name in unknown}
+        return self._admission.update_tenants(tenants, spent)
 
     # -- starting -----------------------------------------------------------------------
 
