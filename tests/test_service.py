@@ -132,12 +132,12 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert predicted["job"]["settings"]["n"] == 20  # the form field overrode the default
 
     assert vendor.billable == 26 + 21  # every query paid once, nothing else
-    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47' in metrics
-    assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1' in metrics
-    assert 'apiwrap_spend_micro_usd_total{tenant="alice",vendor="aws"} 47000' in metrics
-    assert 'apiwrap_budget_spent_micro_usd{tenant="alice"} 47000' in metrics
-    assert 'apiwrap_http_requests_total{method="POST",route="/v1/certify",status="200"} 1' in metrics
-    assert 'apiwrap_http_request_seconds_count{method="POST",route="/v1/predict"} 1' in metrics
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47.0' in metrics
+    assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1.0' in metrics
+    assert 'apiwrap_spend_micro_usd_total{tenant="alice",vendor="aws"} 47000.0' in metrics
+    assert 'apiwrap_budget_spent_micro_usd{tenant="alice"} 47000.0' in metrics
+    assert 'apiwrap_http_requests_total{method="POST",route="/v1/certify",status="200"} 1.0' in metrics
+    assert 'apiwrap_http_request_seconds_count{method="POST",route="/v1/predict"} 1.0' in metrics
     assert "apiwrap_vendor_request_seconds_count" in metrics
 
 
@@ -377,8 +377,8 @@ def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
     assert response.json()["result"]["status"] == "certified"
     throttles = strict.outcomes["throttle"]
     assert throttles > 0
-    assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {throttles}' in metrics
-    assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {throttles}' in metrics
+    assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {float(throttles)}' in metrics
+    assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {float(throttles)}' in metrics
     assert strict.billable == 26  # throttled attempts are not billed
 
 

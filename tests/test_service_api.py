@@ -185,10 +185,10 @@ def test_metrics_need_their_key(tmp_path: Path, vendor: Emulator) -> None:
     assert refused.status_code == tenant_key.status_code == 401
     assert "alice" not in refused.text
     assert scraped.status_code == 200 and 'tenant="alice"' in scraped.text
-    assert 'apiwrap_refusals_total{reason="unauthorized"} 2' in scraped.text
+    assert 'apiwrap_refusals_total{reason="unauthorized"} 2.0' in scraped.text
     assert off.status_code == 404 and "--create-metrics-key" in off.json()["detail"]
     assert "alice" not in without_tenants
-    assert 'apiwrap_spend_micro_usd_total{vendor="aws"} 26000' in without_tenants
+    assert 'apiwrap_spend_micro_usd_total{vendor="aws"} 26000.0' in without_tenants
 
 
 def _raw_request(base: str, data: bytes, wait_s: float) -> tuple[bytes, float]:

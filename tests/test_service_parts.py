@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from apiwrap.cli.serve import DEFAULT_CONFIG_PATH, serve
@@ -91,7 +92,7 @@ def test_config_file_and_created_tenant_keys(tmp_path: Path) -> None:
         load_config(config)
 
 
-def test_metrics_text_format() -> None:
+def test_metrics_are_prometheus_clients_text_format_in_one_registry_per_app() -> None:
     metrics = Metrics()
     metrics.count("apiwrap_vendor_queries_total", vendor="aws", outcome="ok")
     metrics.count("apiwrap_abstentions_total", vendor="aws", reason='pA "low"\n')
@@ -100,18 +101,23 @@ def test_metrics_text_format() -> None:
     for seconds in (0.003, 0.2, 40.0):
         metrics.observe("apiwrap_vendor_request_seconds", seconds, vendor="aws")
     metrics.gauges = lambda: [("apiwrap_budget_remaining_queries", {"tenant": "acme"}, 7)]
-    text = metrics.render()
+    text = metrics.render().decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
     unlabelled = Metrics(tenant_labels=False)
     unlabelled.count("apiwrap_spend_micro_usd_total", 1_000, vendor="aws", tenant="acme")
-    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1\n' in text
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1.0\n' in text
     assert 'reason="pA \\"low\\"\\n"' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="0.005"} 1\n' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="30.0"} 2\n' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="+Inf"} 3\n' in text
-    assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3\n' in text
-    assert 'apiwrap_spend_micro_usd_total{tenant="acme",vendor="aws"} 3000\n' in text  # integers: no drift
-    assert 'apiwrap_budget_remaining_queries{tenant="acme"} 7\n' in text
-    assert "acme" not in unlabelled.render()
+    assert 'apiwrap_vendor_request_seconds_bucket{le="0.005",vendor="aws"} 1.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{le="30.0",vendor="aws"} 2.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{le="+Inf",vendor="aws"} 3.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3.0\n' in text
+    assert 'apiwrap_spend_micro_usd_total{tenant="acme",vendor="aws"} 3000.0\n' in text  # whole micro-dollars
+    assert 'apiwrap_budget_remaining_queries{tenant="acme"} 7.0\n' in text
+    # The process's own metrics, from prometheus-client's collectors.
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "python_info"} <= families.keys()
+    assert "acme" not in unlabelled.render().decode()
+    # Two apps, two registries: what one counts the other does not show.
+    assert "apiwrap_vendor_queries_total{" not in unlabelled.render().decode()
 
 
 def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) -> None:

@@ -665,7 +665,8 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         dependencies=[Depends(metrics_key)],
     )
     async def metrics_text() -> PlainTextResponse:
-        """Prometheus metrics (text format 0.0.4); needs the metrics key of the [metrics] table."""
+        """Prometheus metrics (text format 0.0.4, from prometheus-client); needs the metrics key of
+        the [metrics] table."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     _options_routes(app)
