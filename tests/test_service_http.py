@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import re
 import socket
 import subprocess
@@ -14,7 +17,7 @@ import httpx
 import pytest
 from fastapi import Response
 
-from apiwrap.service import create_app
+from apiwrap.service import configure_logging, create_app
 from tests.test_service import ServerThread, service_config
 
 TRICKLED_BODY = 10_000  # bytes declared; one is sent every 0.1 s, so the body would take 1,000 s
@@ -164,3 +167,29 @@ def test_every_operation_has_a_tag(tmp_path: Path) -> None:
     operations = [op for item in schema["paths"].values() for op in item.values()]
     declared = {tag["name"] for tag in schema["tags"]}
     assert operations and all(op.get("tags") and set(op["tags"]) <= declared for op in operations)
+
+
+def test_uvicorns_access_and_error_lines_are_the_services_json_with_request_ids(tmp_path: Path) -> None:
+    loggers = [logging.getLogger(name) for name in ("apiwrap", "uvicorn.error", "uvicorn.access")]
+    saved = [(logger.handlers, logger.level, logger.propagate) for logger in loggers]
+    stream = io.StringIO()
+    try:
+        server = ServerThread(create_app(service_config(tmp_path, "http://127.0.0.1:9")))
+        configure_logging("info", stream)  # after the test kit's uvicorn config set warnings only
+        with server as base:
+            traced = httpx.get(f"{base}/healthz", headers={"X-Request-ID": "trace-7"})
+            untraced = httpx.get(f"{base}/nowhere")
+    finally:
+        for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]  # every line is JSON
+
+    access = [line for line in lines if line["logger"] == "uvicorn.access"]
+    assert [(line["method"], line["path"], line["status"], line["request_id"]) for line in access] == [
+        ("GET", "/healthz", 200, "trace-7"),
+        ("GET", "/nowhere", 404, untraced.headers["X-Request-ID"]),
+    ]
+    assert traced.status_code == 200
+    assert any(line["logger"] == "uvicorn.error" and "startup complete" in line["msg"] for line in lines)
+    assert all(line["time"].endswith("Z") and line["level"] in {"info", "warning", "error"} for line in lines)

@@ -199,13 +199,16 @@ def uvicorn_config(
     graceful_timeout_s: int = 30,
 ) -> uvicorn.Config:
     """How the service runs on uvicorn, with uvicorn's own settings only: h11, one worker, a 503
-    from uvicorn itself past ``max_connections`` open connections."""
+    from uvicorn itself past ``max_connections`` open connections, its loggers left to
+    :func:`~apiwrap.service._logging.configure_logging`."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         http="h11",
         log_level=log_level,
+        # uvicorn's loggers write the service's JSON lines (configure_logging), not uvicorn's format.
+        log_config=None,
         limit_concurrency=service.max_connections,
         # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to this long),
         # then the lifespan stops the jobs; they stay in the store and resume at the next start.
