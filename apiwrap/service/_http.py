@@ -5,9 +5,9 @@ the security headers.
 when it is a sane token, else a new one), echoes it on the response and puts it in every log
 line written meanwhile; adds the headers of :func:`security_headers` to every answer (an
 unexpected error's 500 included: it answers that one itself); counts the answer by route
-template, method and status with its
-latency, and error answers by reason; and bounds the wait for each chunk of the body and for the
-whole body (so a client trickling a byte now and then still cannot hold its socket for long).
+template, method and status with its latency, and error answers by reason; and bounds the wait
+for each chunk of the body and for the whole body (so a client trickling a byte now and then
+still cannot hold its socket for long).
 
 :func:`uvicorn_config` sets what only the server can: how many connections may be open.
 """
