@@ -242,3 +242,11 @@ def test_service_logs_are_json_lines_with_the_request_id() -> None:
 )  # fmt: skip
 def test_money_amounts_are_exact_decimal_strings(micro_usd: int, amount: str) -> None:
     assert money(micro_usd).model_dump() == {"amount": amount, "currency": "USD"}
+
+
+def test_serve_help_shows_the_metrics_table_name() -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Add a [metrics] key to the config" in _unboxed(result.output)  # not eaten as Rich markup

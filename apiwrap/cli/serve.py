@@ -42,7 +42,9 @@ def serve(
         int | None, typer.Option(help="With --create-tenant: the tenant's cap on billable queries.")
     ] = None,
     create_metrics_key: Annotated[
-        bool, typer.Option(help="Add a [metrics] key to the config, print it once, and exit (no server).")
+        bool,
+        # "\\[": Rich would take a bare [metrics] for markup and print nothing of it.
+        typer.Option(help="Add a \\[metrics] key to the config, print it once, and exit (no server)."),
     ] = False,
     prune: Annotated[
         bool,
