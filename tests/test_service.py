@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -262,6 +264,21 @@ def _gif() -> bytes:
     return buffer.getvalue()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels and holds almost none of them."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
 def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator) -> None:
     png = {"Content-Type": "image/png"}
 
@@ -283,6 +300,7 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
         bad_denoiser = api.post("/v1/certify", params={"denoiser": "/tmp/x.pt"}, content=RED, headers=png)
         unknown = api.post("/v1/certify", params={"shell": "rm"}, content=RED, headers=png)
         too_small_for_aws = api.post("/v1/certify", content=solid_png(size=(40, 40)), headers=png)
+        bomb = api.post("/v1/certify", content=_png_header(30_000, 30_000), headers=png)
 
     assert (too_long.status_code, streamed.status_code) == (413, 413)
     assert too_long.json()["code"] == streamed.json()["code"] == "payload_too_large"
@@ -295,6 +313,8 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
     # Samples the vendor's limits would refuse (AWS: sides of 80 pixels at least).
     assert too_small_for_aws.status_code == 422
     assert too_small_for_aws.json()["code"] == "rejected_by_vendor"
+    # Pillow will not even open a header of 900 million pixels (DecompressionBombError): 422, not 500.
+    assert bomb.status_code == 422 and "over the limit of 16,000,000 pixels" in bomb.json()["detail"]
     assert vendor.calls == 0
 
 
