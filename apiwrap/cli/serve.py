@@ -60,7 +60,8 @@ def serve(
         str, typer.Option(help="Log level (the service logs JSON lines to stderr).")
     ] = "info",
 ) -> None:
-    """Serve certified labels over HTTP (OpenAPI at /docs and /openapi.json)."""
+    """Serve certified labels over HTTP (OpenAPI at /docs, /redoc and /openapi.json); SIGHUP
+    reloads the config's tenants."""
     # Imported here: the other commands should not pay for FastAPI and uvicorn.
     from apiwrap.service import (
         add_metrics_key,
