@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +43,8 @@ SCRAPER = {"Authorization": f"Bearer {METRICS_KEY}"}
 class ServerThread:
     """uvicorn serving ``app`` on a free port of 127.0.0.1 in a thread, lifespan included."""
 
-    def __init__(self, app: FastAPI, header_timeout_s: float = 10.0) -> None:
-        config = uvicorn_config(
-            app, host="127.0.0.1", port=0, header_timeout_s=header_timeout_s, log_level="warning"
-        )
+    def __init__(self, app: FastAPI) -> None:
+        config = uvicorn_config(app, app.state.config, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -120,8 +122,7 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert certified["job"]["progress"] == {"queries_done": 26, "queries_total": 26}
     # aws: $1 per 1,000
     assert certified["job"]["spend"] == {
-        "usd": "$0.026",
-        "micro_usd": 26_000,
+        "cost": {"amount": "0.026", "currency": "USD"},
         "billable_queries": 26,
         "possibly_billed_queries": 0,
     }
@@ -134,12 +135,12 @@ def test_certify_and_predict_end_to_end(server: str, vendor: Emulator) -> None:
     assert predicted["job"]["settings"]["n"] == 20  # the form field overrode the default
 
     assert vendor.billable == 26 + 21  # every query paid once, nothing else
-    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47' in metrics
-    assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1' in metrics
-    assert 'apiwrap_spend_micro_usd_total{tenant="alice",vendor="aws"} 47000' in metrics
-    assert 'apiwrap_budget_spent_micro_usd{tenant="alice"} 47000' in metrics
-    assert 'apiwrap_http_requests_total{method="POST",route="/v1/certify",status="200"} 1' in metrics
-    assert 'apiwrap_http_request_seconds_count{method="POST",route="/v1/predict"} 1' in metrics
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 47.0' in metrics
+    assert 'apiwrap_certificates_total{mode="certify",vendor="aws"} 1.0' in metrics
+    assert 'apiwrap_spend_micro_usd_total{tenant="alice",vendor="aws"} 47000.0' in metrics
+    assert 'apiwrap_budget_spent_micro_usd{tenant="alice"} 47000.0' in metrics
+    assert 'apiwrap_http_requests_total{method="POST",route="/v1/certify",status="200"} 1.0' in metrics
+    assert 'apiwrap_http_request_seconds_count{method="POST",route="/v1/predict"} 1.0' in metrics
     assert "apiwrap_vendor_request_seconds_count" in metrics
 
 
@@ -200,7 +201,7 @@ def test_auth_failures_and_tenant_isolation(server: str, vendor: Emulator) -> No
         "job-000000000000000000000000", "X"
     )
     assert bob_jobs == []
-    assert bob_budget["spent"] == {"usd": "$0.00", "micro_usd": 0, "billable_queries": 0}
+    assert bob_budget["spent"] == {"cost": {"amount": "0.00", "currency": "USD"}, "billable_queries": 0}
     assert vendor.billable == 26  # only alice's job reached the vendor
 
 
@@ -264,6 +265,21 @@ def _gif() -> bytes:
     return buffer.getvalue()
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` RGB pixels and holds almost none of them."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
 def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator) -> None:
     png = {"Content-Type": "image/png"}
 
@@ -285,6 +301,7 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
         bad_denoiser = api.post("/v1/certify", params={"denoiser": "/tmp/x.pt"}, content=RED, headers=png)
         unknown = api.post("/v1/certify", params={"shell": "rm"}, content=RED, headers=png)
         too_small_for_aws = api.post("/v1/certify", content=solid_png(size=(40, 40)), headers=png)
+        bomb = api.post("/v1/certify", content=_png_header(30_000, 30_000), headers=png)
 
     assert (too_long.status_code, streamed.status_code) == (413, 413)
     assert too_long.json()["code"] == streamed.json()["code"] == "payload_too_large"
@@ -297,6 +314,8 @@ def test_upload_limits_are_checked_before_any_work(server: str, vendor: Emulator
     # Samples the vendor's limits would refuse (AWS: sides of 80 pixels at least).
     assert too_small_for_aws.status_code == 422
     assert too_small_for_aws.json()["code"] == "rejected_by_vendor"
+    # Pillow will not even open a header of 900 million pixels (DecompressionBombError): 422, not 500.
+    assert bomb.status_code == 422 and "over the limit of 16,000,000 pixels" in bomb.json()["detail"]
     assert vendor.calls == 0
 
 
@@ -379,8 +398,8 @@ def test_vendor_throttles_are_retried_and_counted(tmp_path: Path) -> None:
     assert response.json()["result"]["status"] == "certified"
     throttles = strict.outcomes["throttle"]
     assert throttles > 0
-    assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {throttles}' in metrics
-    assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {throttles}' in metrics
+    assert f'apiwrap_vendor_throttles_total{{vendor="aws"}} {float(throttles)}' in metrics
+    assert f'apiwrap_vendor_retries_total{{vendor="aws"}} {float(throttles)}' in metrics
     assert strict.billable == 26  # throttled attempts are not billed
 
 
@@ -392,3 +411,73 @@ def test_by_default_the_service_certifies_the_vendors_clean_label(server: str, v
     # no selection query: the clean image and 20 estimation samples
     assert (result["candidate"], result["queries"]) == (result["reference_label"], 1 + 20)
     assert answer.json()["job"]["spend"]["billable_queries"] == 21 == vendor.billable
+
+
+def _denoisers_checked(caplog: pytest.LogCaptureFixture) -> list[tuple[str, float]]:
+    return [
+        (record.event["denoiser"], record.event["sigma"])  # type: ignore[attr-defined]
+        for record in caplog.records
+        if record.getMessage() == "denoiser.checked"
+    ]
+
+
+def test_the_denoiser_is_loaded_only_for_an_admitted_request(
+    tmp_path: Path, vendor: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="apiwrap.service")
+    config = service_config(
+        tmp_path, vendor.endpoint, caps={"carol": {"max_queries": 10}}, max_running_jobs_per_tenant=1
+    )
+    png = {"Content-Type": "image/png"}
+    params = {**FAST, "sigma": 0.5, "denoiser": "fast-mse-s050"}
+    with ServerThread(create_app(config)) as base, client(base) as alice, client(base, "carol") as carol:
+        unpaid = carol.post("/v1/certify", params=params, content=RED, headers=png)
+        long_job = {"n0": 5, "n": 5000, "selection": "leader", "sigma": 0.25, "denoiser": "fast-mse-s025"}
+        running = alice.post("/v1/jobs", params=long_job, files={"files": ("a.png", RED)}).json()
+        busy = alice.post("/v1/certify", params=params, content=RED, headers=png)
+        checked_while_refusing = _denoisers_checked(caplog)
+        alice.delete(f"/v1/jobs/{running['id']}")
+        wrong_sigma = alice.post(
+            "/v1/certify", params={**params, "denoiser": "fast-mse-s025"}, content=RED, headers=png
+        )
+        held_after_wrong_sigma = alice.get("/v1/budget").json()["held_by_running_jobs"]["billable_queries"]
+        paid = alice.post("/v1/certify", params=params, content=RED, headers=png)
+        again = alice.post("/v1/certify", params=params, content=GREEN, headers=png)
+        jobs = alice.get("/v1/jobs").json()["jobs"]
+
+    assert unpaid.status_code == 402 and busy.status_code == 503
+    # Only the admitted long job's denoiser was loaded: the refused requests cost no load.
+    assert checked_while_refusing == [("fast-mse-s025", 0.25)]
+    # A denoiser trained for another sigma is still refused (422), and gives its admission back.
+    assert wrong_sigma.status_code == 422 and "0.25" in wrong_sigma.json()["detail"]
+    assert held_after_wrong_sigma == 0 and len(jobs) == 3
+    assert paid.status_code == again.status_code == 200
+    assert _denoisers_checked(caplog) == [("fast-mse-s025", 0.25), ("fast-mse-s050", 0.5)]  # once each
+
+
+def test_money_is_a_decimal_string_with_its_currency_and_times_are_iso_utc(
+    tmp_path: Path, vendor: Emulator
+) -> None:
+    config = service_config(tmp_path, vendor.endpoint, caps={"carol": {"max_usd": Decimal("0.03")}})
+    png = {"Content-Type": "image/png"}
+    with ServerThread(create_app(config)) as base, client(base, "carol") as api:
+        paid = api.post("/v1/certify", params=FAST, content=RED, headers=png).json()
+        refused = api.post("/v1/certify", params=FAST, content=GREEN, headers=png).json()
+        budget = api.get("/v1/budget").json()
+
+    def usd(amount: str) -> dict[str, str]:
+        return {"amount": amount, "currency": "USD"}
+
+    assert paid["job"]["spend"]["cost"] == usd("0.026")  # aws: $1 per 1,000 images
+    assert (refused["cap"], refused["limit"], refused["spent"], refused["requested"]) == (
+        "usd",
+        usd("0.03"),
+        usd("0.026"),
+        usd("0.026"),
+    )
+    assert budget["max_cost"] == usd("0.03") and budget["remaining"]["cost"] == usd("0.004")
+    assert budget["held_by_running_jobs"]["cost"] == usd("0.00")
+    created, finished = paid["job"]["created_at"], paid["job"]["finished_at"]
+    assert created.endswith("Z") and finished.endswith("Z")
+    assert datetime.fromisoformat(created) <= datetime.fromisoformat(finished)
+    assert datetime.fromisoformat(created).utcoffset() == timedelta(0)

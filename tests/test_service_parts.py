@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from apiwrap.cli.serve import DEFAULT_CONFIG_PATH, serve
 from apiwrap.service import add_tenant, hash_key, load_config, write_default_config
 from apiwrap.service._logging import configure_logging, log_event, request_id_var
 from apiwrap.service._metrics import Metrics
+from apiwrap.service._models import money
 from apiwrap.service._vendors import FairGate
 
 
@@ -90,7 +92,7 @@ def test_config_file_and_created_tenant_keys(tmp_path: Path) -> None:
         load_config(config)
 
 
-def test_metrics_text_format() -> None:
+def test_metrics_are_prometheus_clients_text_format_in_one_registry_per_app() -> None:
     metrics = Metrics()
     metrics.count("apiwrap_vendor_queries_total", vendor="aws", outcome="ok")
     metrics.count("apiwrap_abstentions_total", vendor="aws", reason='pA "low"\n')
@@ -99,18 +101,23 @@ def test_metrics_text_format() -> None:
     for seconds in (0.003, 0.2, 40.0):
         metrics.observe("apiwrap_vendor_request_seconds", seconds, vendor="aws")
     metrics.gauges = lambda: [("apiwrap_budget_remaining_queries", {"tenant": "acme"}, 7)]
-    text = metrics.render()
+    text = metrics.render().decode()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
     unlabelled = Metrics(tenant_labels=False)
     unlabelled.count("apiwrap_spend_micro_usd_total", 1_000, vendor="aws", tenant="acme")
-    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1\n' in text
+    assert 'apiwrap_vendor_queries_total{outcome="ok",vendor="aws"} 1.0\n' in text
     assert 'reason="pA \\"low\\"\\n"' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="0.005"} 1\n' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="30.0"} 2\n' in text
-    assert 'apiwrap_vendor_request_seconds_bucket{vendor="aws",le="+Inf"} 3\n' in text
-    assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3\n' in text
-    assert 'apiwrap_spend_micro_usd_total{tenant="acme",vendor="aws"} 3000\n' in text  # integers: no drift
-    assert 'apiwrap_budget_remaining_queries{tenant="acme"} 7\n' in text
-    assert "acme" not in unlabelled.render()
+    assert 'apiwrap_vendor_request_seconds_bucket{le="0.005",vendor="aws"} 1.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{le="30.0",vendor="aws"} 2.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_bucket{le="+Inf",vendor="aws"} 3.0\n' in text
+    assert 'apiwrap_vendor_request_seconds_count{vendor="aws"} 3.0\n' in text
+    assert 'apiwrap_spend_micro_usd_total{tenant="acme",vendor="aws"} 3000.0\n' in text  # whole micro-dollars
+    assert 'apiwrap_budget_remaining_queries{tenant="acme"} 7.0\n' in text
+    # The process's own metrics, from prometheus-client's collectors.
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "python_info"} <= families.keys()
+    assert "acme" not in unlabelled.render().decode()
+    # Two apps, two registries: what one counts the other does not show.
+    assert "apiwrap_vendor_queries_total{" not in unlabelled.render().decode()
 
 
 def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) -> None:
@@ -122,6 +129,12 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     assert result.exit_code == 0, result.output
     key = result.stdout.strip().splitlines()[-1]
     assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
+    told = " ".join(result.stderr.split())
+    assert "kill -HUP" in told and "(no restart)" in told
+    assert (
+        f'curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+        "--data-binary @image.png http://127.0.0.1:8000/v1/certify"
+    ) in told
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
     assert again.exit_code != 0 and "already exists" in again.output
 
@@ -220,3 +233,20 @@ def test_service_logs_are_json_lines_with_the_request_id() -> None:
     )
     assert first["level"] == "info" and first["logger"] == "apiwrap.service"
     assert second["request_id"] is None and second["jobs"] == 3
+
+
+@pytest.mark.parametrize(
+    ("micro_usd", "amount"),
+    [(0, "0.00"), (26_000, "0.026"), (25_000_000, "25.00"), (1_500, "0.0015"), (1, "0.000001"),
+     (1_234_567_890, "1234.56789")],
+)  # fmt: skip
+def test_money_amounts_are_exact_decimal_strings(micro_usd: int, amount: str) -> None:
+    assert money(micro_usd).model_dump() == {"amount": amount, "currency": "USD"}
+
+
+def test_serve_help_shows_the_metrics_table_name() -> None:
+    app = typer.Typer()
+    app.command()(serve)
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Add a [metrics] key to the config" in _unboxed(result.output)  # not eaten as Rich markup

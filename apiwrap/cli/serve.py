@@ -42,7 +42,9 @@ def serve(
         int | None, typer.Option(help="With --create-tenant: the tenant's cap on billable queries.")
     ] = None,
     create_metrics_key: Annotated[
-        bool, typer.Option(help="Add a \\[metrics] key to the config, print it once, and exit (no server).")
+        bool,
+        # "\\[": Rich would take a bare [metrics] for markup and print nothing of it.
+        typer.Option(help="Add a \\[metrics] key to the config, print it once, and exit (no server)."),
     ] = False,
     prune: Annotated[
         bool,
@@ -58,7 +60,8 @@ def serve(
         str, typer.Option(help="Log level (the service logs JSON lines to stderr).")
     ] = "info",
 ) -> None:
-    """Serve certified labels over HTTP (OpenAPI at /docs and /openapi.json)."""
+    """Serve certified labels over HTTP (OpenAPI at /docs, /redoc and /openapi.json); SIGHUP
+    reloads the config's tenants."""
     # Imported here: the other commands should not pay for FastAPI and uvicorn.
     from apiwrap.service import (
         add_metrics_key,
@@ -99,8 +102,18 @@ def serve(
             key = add_tenant(path, create_tenant, max_usd=max_usd, max_queries=max_queries)
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(str(exc)) from None
-        typer.echo(f"tenant {create_tenant} added to {path}; its API key (shown only now):", err=True)
+        typer.echo(
+            f"tenant {create_tenant} added to {path}. A server running on this file serves it once told "
+            "to reload its tenants: kill -HUP <its process id> (no restart). Its API key (shown only now):",
+            err=True,
+        )
         typer.echo(key)
+        typer.echo(
+            "Try it (any PNG, JPEG or WebP image):\n"
+            f'  curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+            f"--data-binary @image.png http://{host}:{port}/v1/certify",
+            err=True,
+        )
         return
     if create_metrics_key:
         try:
@@ -132,10 +145,10 @@ def serve(
     configure_logging(log_level)
     uvicorn.Server(
         uvicorn_config(
-            create_app(service_config),
+            create_app(service_config, config_path=path),
+            service_config,
             host=host,
             port=port,
-            header_timeout_s=service_config.header_timeout_s,
             log_level=log_level,
             graceful_timeout_s=graceful_timeout,
         )

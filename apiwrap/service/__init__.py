@@ -1,12 +1,14 @@
 """apiwrap as an HTTP service: certified labels per tenant, with budgets, over FastAPI.
 
-``create_app(load_config(path))`` builds the app; ``apiwrap serve`` runs it on uvicorn. See
-``docs/service.md`` for the endpoints, the configuration file and the guarantees.
+``create_app(load_config(path), path)`` builds the app (SIGHUP then reloads the tenants of
+``path``); ``apiwrap serve`` runs it on uvicorn (``uvicorn_config``) with its JSON logs
+(``configure_logging``). See ``docs/service.md`` for the endpoints, the configuration file and
+the guarantees.
 """
 
 from __future__ import annotations
 
-from apiwrap.service._app import CertifyQuery, JobQuery, create_app
+from apiwrap.service._app import CertifyQuery, JobQuery, create_app, reload_tenants
 from apiwrap.service._config import (
     DEFAULT_CONFIG,
     MetricsConfig,
@@ -40,6 +42,7 @@ __all__ = [
     "hash_key",
     "load_config",
     "prune",
+    "reload_tenants",
     "uvicorn_config",
     "write_default_config",
 ]

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from apiwrap.budgets import Budget, Price, Reservation, from_micro_usd
-from apiwrap.service._config import ServiceConfig
+from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Busy, IdempotencyKeyReused
 from apiwrap.service._store import IdempotencyRow
 from apiwrap.statistics.procedures import CertificationSettings
@@ -133,6 +133,35 @@ class Admission:
     @property
     def budgets(self) -> Mapping[str, Budget]:
         return self._budgets
+
+    def update_tenants(
+        self, tenants: Mapping[str, TenantConfig], spent: Mapping[str, tuple[int, int]]
+    ) -> list[str]:
+        """Take a reloaded tenant list: a new tenant's budget opens with ``spent`` (micro-USD,
+        billable queries: what its name spent before, if anything); a tenant whose caps changed
+        gets them now if no job of it runs, else keeps the old ones (those tenants are returned:
+        a reload once their jobs end, or a restart, applies them). A removed tenant's budget
+        stays, so that its running jobs end and are charged as usual."""
+        deferred = []
+        for tenant in tenants.values():
+            budget = self._budgets.get(tenant.name)
+            if budget is None:
+                spent_usd, spent_queries = spent.get(tenant.name, (0, 0))
+                self._budgets[tenant.name] = Budget(
+                    tenant.max_usd, tenant.max_queries, spent_usd, spent_queries
+                )
+                continue
+            now = budget.snapshot()
+            wanted = Budget(tenant.max_usd, tenant.max_queries).snapshot()
+            if (now.max_micro_usd, now.max_queries) == (wanted.max_micro_usd, wanted.max_queries):
+                continue
+            if self._slots[tenant.name] or now.reserved.queries or now.reserved.micro_usd:
+                deferred.append(tenant.name)
+                continue
+            self._budgets[tenant.name] = Budget(
+                tenant.max_usd, tenant.max_queries, now.spent.micro_usd, now.spent.queries
+            )
+        return deferred
 
     def admit(
         self,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import functools
 import hashlib
 import hmac
 import json
+import logging
 import re
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
@@ -19,6 +22,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +31,7 @@ from apiwrap.budgets import PriceTable, format_usd
 from apiwrap.denoisers import available_denoisers, load_denoiser
 from apiwrap.engine.jobs import adapter_options
 from apiwrap.engine.settings import CertificationOptions, resolve_settings
-from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key
+from apiwrap.service._config import ServiceConfig, TenantConfig, hash_key, load_config
 from apiwrap.service._errors import (
     EXCEPTION_HANDLERS,
     PROBLEM_MEDIA_TYPE,
@@ -41,10 +45,10 @@ from apiwrap.service._errors import (
 )
 from apiwrap.service._http import BodyLimit, RequestContext
 from apiwrap.service._jobs import JobManager
+from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import CONTENT_TYPE, Metrics
 from apiwrap.service._models import (
     Budget,
-    BudgetFigures,
     CertifyAnswer,
     Health,
     ImageOutcome,
@@ -53,6 +57,8 @@ from apiwrap.service._models import (
     JobResults,
     Problem,
     Remaining,
+    Spend,
+    money,
 )
 from apiwrap.service._reports import job_report_page
 from apiwrap.service._store import Store, private_dir
@@ -123,7 +129,7 @@ _PROBLEM_WHEN = {
     401: "No API key, or an unknown one.",
     402: "The tenant's budget cannot pay for this (before any query), or ran out during the job.",
     404: "No such job for this tenant.",
-    408: "The request body did not arrive in time.",
+    408: "The request body did not arrive in time (a chunk too late, or the whole body).",
     409: "The job is not running.",
     413: "The request body is over the server's limit.",
     415: "Not a PNG, JPEG or WebP image.",
@@ -147,6 +153,14 @@ _ACCEPTED = {
     }
 }
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait=(\d+)")
+#: Where the docs pages' scripts and styles are served from: the only answers a cache may keep.
+DOCS_ASSETS = "/docs/assets/"
+_TAGS = [
+    {"name": "certify", "description": "One image: a certified label and radius, or a prediction."},
+    {"name": "jobs", "description": "Batches of images: submit, follow, fetch results and reports, cancel."},
+    {"name": "budget", "description": "The tenant's caps, spend and what remains."},
+    {"name": "operations", "description": "Liveness and Prometheus metrics, for operators."},
+]
 
 _bearer = HTTPBearer(auto_error=False, description="The tenant's API key.")
 _metrics_bearer = HTTPBearer(
@@ -166,7 +180,7 @@ def _tenant(
         raise Unauthorized("send the tenant's API key as 'Authorization: Bearer KEY'")
     presented = hash_key(credentials.credentials)
     found = None
-    for tenant in request.app.state.config.tenants.values():
+    for tenant in request.app.state.tenants.values():
         # Every tenant is compared, in constant time, so timing tells nothing about the keys.
         if hmac.compare_digest(presented, tenant.key_sha256):
             found = tenant
@@ -209,10 +223,25 @@ def _settings(request: Request, params: CertifyQuery, upload: Upload, mode: Mode
     return resolve_settings(params, vendor=vendor, mode=mode, offered_denoisers=request.app.state.denoisers)
 
 
-@functools.lru_cache(maxsize=64)
-def _check_denoiser(name: str, sigma: float) -> None:
-    """Load the denoiser once to see that it fits sigma (a success is cached; the model is not kept)."""
-    load_denoiser(name, sigma)
+class DenoiserCheck:
+    """Whether a shipped denoiser fits a sigma (one trained for another is refused, 422): loaded
+    once per (name, sigma) and app, in a worker thread, and logged as ``denoiser.checked``; the
+    model is not kept. Called only for an admitted request (see :func:`_submit`): loading and
+    exporting a network takes seconds, which a request refused for money or slots must not cost."""
+
+    def __init__(self) -> None:
+        self._fits: set[tuple[str, float]] = set()
+
+    async def __call__(self, settings: CertificationSettings) -> None:
+        key = (settings.denoiser, settings.sigma)
+        if key in self._fits:
+            return
+        try:
+            await run_in_threadpool(load_denoiser, *key)
+        except ValueError as exc:  # e.g. trained for another sigma
+            raise InvalidRequest(str(exc)) from None
+        log_event("denoiser.checked", denoiser=settings.denoiser, sigma=settings.sigma)
+        self._fits.add(key)
 
 
 async def _checked_upload(
@@ -221,10 +250,6 @@ async def _checked_upload(
     config: ServiceConfig = request.app.state.config
     upload = await read_upload(request, max_files=max_files)
     settings = _settings(request, params, upload, mode)
-    try:
-        await run_in_threadpool(_check_denoiser, settings.denoiser, settings.sigma)
-    except ValueError as exc:  # e.g. trained for another sigma
-        raise InvalidRequest(str(exc)) from None
     limits = request.app.state.vendors[settings.vendor].adapter.limits
     for name, data in upload.images:
         width, height = await run_in_threadpool(
@@ -258,7 +283,8 @@ async def _submit(
 ) -> str:
     settings, images = await _checked_upload(request, params, mode, max_files=max_files)
     idempotency = None if key is None else (key, _fingerprint(request.url.path, settings, images))
-    return await manager.submit(tenant, kind, settings, images, idempotency)
+    check: DenoiserCheck = request.app.state.denoiser_check
+    return await manager.submit(tenant, kind, settings, images, idempotency, admitted=check)
 
 
 def _accepted(job: Job, preference: str | None = None) -> JSONResponse:
@@ -339,7 +365,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
             for operations in schema["paths"].values():
                 for operation in operations.values():
                     for status, response in operation.get("responses", {}).items():
@@ -353,14 +385,61 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
+async def reload_tenants(app: FastAPI, path: Path) -> None:
+    """Read the tenants of the config file at ``path`` again: added ones are served, removed ones
+    refused (401) from now on; a removed tenant's running jobs run to their end. A file that no
+    longer loads changes nothing (logged as ``tenants.reload_failed``)."""
+    try:
+        reloaded = await asyncio.to_thread(load_config, path)
+    except (ValueError, OSError) as exc:
+        log_event("tenants.reload_failed", logging.ERROR, config=str(path), error=str(exc))
+        return
+    manager: JobManager = app.state.manager
+    before: dict[str, TenantConfig] = app.state.tenants
+    deferred = await manager.update_tenants(reloaded.tenants)
+    app.state.tenants = dict(reloaded.tenants)
+    log_event(
+        "tenants.reloaded",
+        config=str(path),
+        added=sorted(reloaded.tenants.keys() - before.keys()),
+        removed=sorted(before.keys() - reloaded.tenants.keys()),
+        key_changed=sorted(
+            name
+            for name in reloaded.tenants.keys() & before.keys()
+            if reloaded.tenants[name].key_sha256 != before[name].key_sha256
+        ),
+        caps_wait_for_running_jobs=deferred,
+    )
+
+
+def _reload_on_sighup(app: FastAPI, path: Path) -> Callable[[], None]:
+    """Make SIGHUP reload the tenants (the process's main thread only: where signals arrive);
+    return what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[None]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(reload_tenants(app, path))
+        reloads.add(task)  # held until done: the loop keeps only weak references to tasks
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
 async def _prune_periodically(manager: JobManager, retention_days: float) -> None:
     while True:
         await manager.prune(retention_days)
         await asyncio.sleep(3600)
 
 
-def create_app(config: ServiceConfig) -> FastAPI:
-    """The service for ``config``; its lifespan opens the store and vendors and resumes jobs."""
+def create_app(config: ServiceConfig, config_path: Path | None = None) -> FastAPI:
+    """The service for ``config``; its lifespan opens the store and vendors and resumes jobs.
+
+    ``config_path``: the file ``config`` was read from; SIGHUP then reloads its tenants (run in
+    the main thread, as ``apiwrap serve`` does; :func:`reload_tenants` does it on request)."""
     metrics = Metrics(tenant_labels=config.metrics.tenant_labels)
 
     @asynccontextmanager
@@ -391,9 +470,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
             pruning = None
             if config.retention_days is not None:
                 pruning = asyncio.create_task(_prune_periodically(manager, config.retention_days))
+            stop_reloading = (lambda: None) if config_path is None else _reload_on_sighup(app, config_path)
             try:
                 yield
             finally:
+                stop_reloading()
                 if pruning is not None:
                     pruning.cancel()
                 await manager.stop()
@@ -402,7 +483,11 @@ def create_app(config: ServiceConfig) -> FastAPI:
                 await vendor_.adapter.aclose()
             store.close()
 
-    app = FastAPI(
+    # fastapi-offline: FastAPI whose /docs (Swagger UI) and /redoc pages load their scripts and
+    # styles from the package's own copies (under DOCS_ASSETS), not from a CDN.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS.rstrip("/"),
+        openapi_tags=_TAGS,
         title="apiwrap",
         summary="Certified labels (label + L2 radius, or abstain) from black-box vision APIs.",
         version="1",
@@ -411,9 +496,17 @@ def create_app(config: ServiceConfig) -> FastAPI:
     )
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     app.state.config = config
+    app.state.tenants = dict(config.tenants)  # replaced whole by reload_tenants
     app.state.denoisers = available_denoisers()
+    app.state.denoiser_check = DenoiserCheck()
     app.add_middleware(BodyLimit, max_bytes=config.max_request_bytes)
-    app.add_middleware(RequestContext, metrics=metrics, body_timeout_s=config.body_timeout_s)
+    app.add_middleware(
+        RequestContext,
+        metrics=metrics,
+        body_timeout_s=config.body_timeout_s,
+        body_deadline_s=config.body_deadline_s,
+        cacheable_prefix=DOCS_ASSETS,
+    )
     _routes(app, config, metrics)
     return app
 
@@ -423,6 +516,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/certify",
+        tags=["certify"],
         openapi_extra=_ONE_IMAGE,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
         response_model=CertifyAnswer,
@@ -444,6 +538,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/predict",
+        tags=["certify"],
         openapi_extra=_ONE_IMAGE,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
         response_model=CertifyAnswer,
@@ -461,6 +556,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.post(
         "/v1/jobs",
+        tags=["jobs"],
         status_code=202,
         openapi_extra=_MANY_IMAGES,
         responses={**_ACCEPTED, **_UPLOAD_ERRORS},
@@ -480,7 +576,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         )
         return _accepted((await manager.view(tenant.name, job_id)).to_model())
 
-    @app.get("/v1/jobs", responses=_AUTH_ERRORS)
+    @app.get("/v1/jobs", tags=["jobs"], responses=_AUTH_ERRORS)
     async def list_jobs(
         response: Response,
         tenant: Tenant,
@@ -495,12 +591,12 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
             response.headers["Link"] = f'</v1/jobs?limit={limit}&cursor={next_cursor}>; rel="next"'
         return JobList(jobs=[view.to_model() for view in views], next_cursor=next_cursor)
 
-    @app.get("/v1/jobs/{job_id}", responses=_JOB_ERRORS)
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses=_JOB_ERRORS)
     async def job_status(job_id: str, tenant: Tenant, manager: Manager) -> Job:
         """A job's status, progress (queries done of total) and spend."""
         return (await manager.view(tenant.name, job_id)).to_model()
 
-    @app.get("/v1/jobs/{job_id}/results", responses=_JOB_ERRORS)
+    @app.get("/v1/jobs/{job_id}/results", tags=["jobs"], responses=_JOB_ERRORS)
     async def job_results(job_id: str, tenant: Tenant, manager: Manager) -> JobResults:
         """Results of the images finished so far (all of them once the job is done)."""
         view = await manager.view(tenant.name, job_id)
@@ -509,8 +605,8 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
             job=view.to_model(), results=[ImageOutcome.model_validate(result) for result in results]
         )
 
-    @app.post("/v1/jobs/{job_id}/cancel", responses=_CANCEL_ERRORS)
-    @app.delete("/v1/jobs/{job_id}", responses=_CANCEL_ERRORS)
+    @app.post("/v1/jobs/{job_id}/cancel", tags=["jobs"], responses=_CANCEL_ERRORS)
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], responses=_CANCEL_ERRORS)
     async def cancel_job(
         job_id: str, tenant: Tenant, manager: Manager, idempotency_key: IdempotencyKey = None
     ) -> Job:
@@ -520,6 +616,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.get(
         "/v1/jobs/{job_id}/report",
+        tags=["jobs"],
         response_class=HTMLResponse,
         # The page is the response itself: there is no model to derive.
         response_model=None,
@@ -529,29 +626,26 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         """The finished job's report: one self-contained HTML page (settings, spend, curve, images)."""
         return HTMLResponse(await job_report_page(manager, config, tenant.name, job_id))
 
-    @app.get("/v1/budget", responses=_AUTH_ERRORS)
+    @app.get("/v1/budget", tags=["budget"], responses=_AUTH_ERRORS)
     async def budget(tenant: Tenant, manager: Manager) -> Budget:
         """The tenant's caps, spend and what running jobs hold."""
         snapshot = manager.budget(tenant.name).snapshot()
         remaining = snapshot.remaining
-
-        def figures(micro_usd: int, queries: int) -> BudgetFigures:
-            return BudgetFigures(usd=format_usd(micro_usd), micro_usd=micro_usd, billable_queries=queries)
-
         return Budget(
             tenant=tenant.name,
-            max_usd=None if snapshot.max_micro_usd is None else format_usd(snapshot.max_micro_usd),
+            max_cost=None if snapshot.max_micro_usd is None else money(snapshot.max_micro_usd),
             max_queries=snapshot.max_queries,
-            spent=figures(snapshot.spent.micro_usd, snapshot.spent.queries),
-            held_by_running_jobs=figures(snapshot.reserved.micro_usd, snapshot.reserved.queries),
+            spent=Spend(cost=money(snapshot.spent.micro_usd), billable_queries=snapshot.spent.queries),
+            held_by_running_jobs=Spend(
+                cost=money(snapshot.reserved.micro_usd), billable_queries=snapshot.reserved.queries
+            ),
             remaining=Remaining(
-                usd=None if remaining.micro_usd is None else format_usd(remaining.micro_usd),
-                micro_usd=remaining.micro_usd,
+                cost=None if remaining.micro_usd is None else money(remaining.micro_usd),
                 queries=remaining.queries,
             ),
         )
 
-    @app.get("/healthz", responses=_problems(*_ANY))
+    @app.get("/healthz", tags=["operations"], responses=_problems(*_ANY))
     async def healthz(manager: Manager) -> Health:
         """Liveness: the server is up and its lifespan has started."""
         return Health(status="ok", vendors=config.vendor_names, jobs_running=manager.jobs_running)
@@ -568,12 +662,14 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
 
     @app.get(
         "/metrics",
+        tags=["operations"],
         response_class=PlainTextResponse,
         responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}, **_JOB_ERRORS},
         dependencies=[Depends(metrics_key)],
     )
     async def metrics_text() -> PlainTextResponse:
-        """Prometheus metrics (text format 0.0.4); needs the metrics key of the [metrics] table."""
+        """Prometheus metrics (text format 0.0.4, from prometheus-client); needs the metrics key of
+        the [metrics] table."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
     _options_routes(app)

@@ -12,8 +12,9 @@
     max_running_jobs_per_tenant = 8    # so one tenant cannot take them all
     prices = "prices.toml"             # optional budgets.PriceTable overrides
     certify_wait_s = 60                # /v1/certify answers 202 + Location after this long
-    header_timeout_s = 10              # a connection's request headers must arrive within this
     body_timeout_s = 30                # longest wait for the next chunk of a request body
+    body_deadline_s = 120              # the whole body must arrive within this (then 408)
+    max_connections = 256              # open connections; past it uvicorn answers 503
     retention_days = 30                # finished jobs older than this are pruned (omit: kept)
 
     [metrics]                          # written by ``apiwrap serve --create-metrics-key``
@@ -125,8 +126,11 @@ class ServiceConfig:
     queue_timeout_s: float = 300.0
     #: How long ``POST /v1/certify`` waits for its job before answering 202 with its Location.
     certify_wait_s: float = 60.0
-    header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
+    #: The whole request body must arrive within this of its headers, however it trickles (408).
+    body_deadline_s: float = 120.0
+    #: Open connections (idle keep-alive ones included) past which uvicorn answers 503.
+    max_connections: int = 256
     #: Finished jobs (row, images, journal) older than this many days are deleted; None: kept.
     retention_days: float | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -142,10 +146,16 @@ class ServiceConfig:
             "max_images_per_job",
             "max_running_jobs",
             "max_running_jobs_per_tenant",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        for name in ("queue_timeout_s", "certify_wait_s", "header_timeout_s", "body_timeout_s"):
+        for name in (
+            "queue_timeout_s",
+            "certify_wait_s",
+            "body_timeout_s",
+            "body_deadline_s",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
         if self.retention_days is not None and not self.retention_days > 0:

@@ -20,7 +20,8 @@ vendor's limits refuse), ``apiwrap.errors.ImageError``, request validation and t
 resolver's ``SettingsError`` (options that contradict each other) -> 422,
 Starlette's own HTTP errors (404 for an unknown path, 405, 400 for a malformed form) keep their
 status. Starlette finds a handler by walking the exception's MRO against the table, so a
-subclass inherits its parent's answer.
+subclass inherits its parent's answer. Any other exception is answered 500 ``internal_error``
+(:func:`internal_error`) and logged by the request middleware.
 
 Every error body is ``application/problem+json`` (RFC 9457): ``type`` (a stable URI per
 ``code``), ``title``, ``status``, ``detail`` (always a string), ``instance`` (the path),
@@ -43,10 +44,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apiwrap.adapters import Rejected, Throttled
-from apiwrap.budgets import BudgetExceeded, format_usd
+from apiwrap.budgets import BudgetExceeded
 from apiwrap.engine.settings import SettingsError
 from apiwrap.errors import ApiwrapError, ImageError
 from apiwrap.service._logging import current_request_id
+from apiwrap.service._models import money
 
 __all__ = [
     "EXCEPTION_HANDLERS",
@@ -65,6 +67,7 @@ __all__ = [
     "Unauthorized",
     "UnsupportedImage",
     "VendorFailed",
+    "internal_error",
     "problem",
     "problem_type",
 ]
@@ -225,7 +228,7 @@ async def _budget_exceeded(request: Request, exc: Exception) -> Response:
     extensions: dict[str, Any] = {}
     if exc.cap is not None:
         # The cap's figures in the cap's unit, so a client needs no parsing of the message.
-        unit = (lambda value: format_usd(value)) if exc.cap == "usd" else (lambda value: value)
+        unit = (lambda value: money(value).model_dump()) if exc.cap == "usd" else (lambda value: value)
         extensions = {
             "cap": exc.cap,
             "limit": unit(exc.limit),
@@ -283,11 +286,10 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, code, str(exc.detail), instance=request.url.path, headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    # Starlette's outer error layer answers 500 with this and re-raises, so it is logged too.
-    _log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    detail = "the server failed to handle this request"
-    return problem(500, "internal_error", detail, instance=request.url.path)
+def internal_error(instance: str) -> ProblemResponse:
+    """The answer to an error no handler expected, given by
+    :class:`~apiwrap.service._http.RequestContext`, which logs it (the details stay in the log)."""
+    return problem(500, "internal_error", "the server failed to handle this request", instance=instance)
 
 
 #: The one table: exception type -> handler (found through the exception's MRO).
@@ -301,5 +303,4 @@ EXCEPTION_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Corouti
     RequestValidationError: _validation_error,
     ValidationError: _validation_error,
     HTTPException: _http_exception,
-    Exception: _unexpected,
 }

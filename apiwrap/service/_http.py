@@ -1,36 +1,60 @@
-"""What every request passes through before its route: request ids, HTTP metrics, read timeouts.
+"""What every request passes through before its route: request ids, HTTP metrics, read timeouts,
+the security headers.
 
 :class:`RequestContext` (ASGI middleware) gives each request an id (the client's ``X-Request-ID``
 when it is a sane token, else a new one), echoes it on the response and puts it in every log
-line written meanwhile; counts the answer by route template, method and status with its
-latency, and error answers by reason; and bounds the wait for each chunk of the body.
+line written meanwhile; adds the headers of :func:`security_headers` to every answer (an
+unexpected error's 500 included: it answers that one itself); counts the answer by route
+template, method and status with its latency, and error answers by reason; and bounds the wait
+for each chunk of the body and for the whole body (so a client trickling a byte now and then
+still cannot hold its socket for long).
 
-:class:`HeaderTimeoutH11Protocol` bounds the wait for a request's headers, which no ASGI
-middleware can see: uvicorn's h11 protocol, closing a connection that has not sent complete
-headers within ``header_timeout_s`` of opening or of its previous response, so a client
-trickling headers cannot hold a connection.
+:func:`uvicorn_config` sets what only the server can: how many connections may be open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
 from typing import Any
 
-import h11
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, problem
+from apiwrap.service._config import ServiceConfig
+from apiwrap.service._errors import PayloadTooLarge, RequestTimeout, internal_error, problem
 from apiwrap.service._logging import request_id_var
 from apiwrap.service._metrics import Metrics
 
-__all__ = ["BodyLimit", "HeaderTimeoutH11Protocol", "RequestContext", "uvicorn_config"]
+__all__ = ["BodyLimit", "RequestContext", "security_headers", "uvicorn_config"]
 
+_log = logging.getLogger("apiwrap.service")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_NO_FRAMING = "frame-ancestors 'none'"
+
+
+def security_headers(headers: list[tuple[bytes, bytes]], *, cacheable: bool) -> list[tuple[bytes, bytes]]:
+    """``headers`` with ``X-Content-Type-Options: nosniff``, ``frame-ancestors 'none'`` in the one
+    Content-Security-Policy (added to the route's own policy, if it has one) and, unless
+    ``cacheable`` (the static assets of the docs pages), ``Cache-Control: no-store``: answers
+    carry tenants' results and spend, which no cache should keep."""
+    replaced = {b"content-security-policy", b"cache-control"}
+    kept = [(key, value) for key, value in headers if key not in replaced]
+    policies = [value for key, value in headers if key == b"content-security-policy"]
+    policy = b"; ".join(policy.strip().rstrip(b";") for policy in policies)
+    if b"frame-ancestors" not in policy:
+        policy = policy + b"; " + _NO_FRAMING.encode() if policy else _NO_FRAMING.encode()
+    kept.append((b"content-security-policy", policy))
+    if b"x-content-type-options" not in {key for key, _ in kept}:
+        kept.append((b"x-content-type-options", b"nosniff"))
+    if cacheable:
+        kept += [(key, value) for key, value in headers if key == b"cache-control"]
+    else:
+        kept.append((b"cache-control", b"no-store"))
+    return kept
 
 
 def _request_id(scope: Scope) -> str:
@@ -44,12 +68,23 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContext:
-    """ASGI middleware: request id, HTTP metrics, and ``body_timeout_s`` per chunk of the body."""
+    """ASGI middleware: request id, HTTP metrics, ``body_timeout_s`` per chunk of the body and
+    ``body_deadline_s`` for all of it, from the moment its headers are in."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, body_timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        body_timeout_s: float,
+        body_deadline_s: float,
+        cacheable_prefix: str,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.body_timeout_s = body_timeout_s
+        self.body_deadline_s = body_deadline_s
+        #: Paths under it (the docs pages' static assets) may be cached; every other answer is no-store.
+        self.cacheable_prefix = cacheable_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,27 +93,37 @@ class RequestContext:
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
         started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        body_deadline = loop.time() + self.body_deadline_s
         status = 500
         reason: str | None = None
         body_done = False
+        response_started = False
+        cacheable = scope["path"].startswith(self.cacheable_prefix)
 
         async def timed_receive() -> Message:
             nonlocal body_done
             if body_done:
                 return await receive()  # e.g. a disconnect watch while the response streams
+            chunk_deadline = loop.time() + self.body_timeout_s
             try:
-                async with asyncio.timeout(self.body_timeout_s):
+                async with asyncio.timeout_at(min(chunk_deadline, body_deadline)):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(f"no request body data for {self.body_timeout_s:g} s") from None
+                if chunk_deadline < body_deadline:
+                    raise RequestTimeout(f"no request body data for {self.body_timeout_s:g} s") from None
+                raise RequestTimeout(
+                    f"the request body did not arrive within {self.body_deadline_s:g} s"
+                ) from None
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         async def tagged_send(message: Message) -> None:
-            nonlocal status, reason
+            nonlocal status, reason, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
-                headers = list(message.get("headers", []))
+                headers = security_headers(list(message.get("headers", [])), cacheable=cacheable)
                 for key, value in headers:
                     if key == b"x-problem-code":
                         reason = value.decode("latin-1")
@@ -88,6 +133,13 @@ class RequestContext:
 
         try:
             await self.app(scope, timed_receive, tagged_send)
+        except Exception:
+            if response_started:  # nothing more can be said on this answer
+                raise
+            # Answered here, not by Starlette's outer error layer: past this middleware, that
+            # answer would miss the request id and the security headers.
+            _log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            await internal_error(scope["path"])(scope, receive, tagged_send)
         finally:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
@@ -137,65 +189,27 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class HeaderTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, closing connections whose headers take over ``header_timeout_s``."""
-
-    header_timeout_s = 10.0
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm_header_timer()
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the request line and headers are in
-            self._disarm_header_timer()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._arm_header_timer()  # the next request on this connection gets the same bound
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_timer()
-        super().connection_lost(exc)
-
-    def _arm_header_timer(self) -> None:
-        self._disarm_header_timer()
-        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
-
-    def _disarm_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-
-    def _header_timeout(self) -> None:
-        self._header_timer = None
-        if not self.transport.is_closing():
-            self.transport.close()
-
-
 def uvicorn_config(
     app: ASGIApp,
+    service: ServiceConfig,
     *,
     host: str,
     port: int,
-    header_timeout_s: float,
     log_level: str = "info",
     graceful_timeout_s: int = 30,
 ) -> uvicorn.Config:
-    """How the service runs on uvicorn: h11 with the header timeout, one worker, uvicorn's own logs."""
-    protocol = type("ServiceH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
+    """How the service runs on uvicorn, with uvicorn's own settings only: h11, one worker, a 503
+    from uvicorn itself past ``max_connections`` open connections, its loggers left to
+    :func:`~apiwrap.service._logging.configure_logging`."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol,
+        http="h11",
         log_level=log_level,
+        # uvicorn's loggers write the service's JSON lines (configure_logging), not uvicorn's format.
+        log_config=None,
+        limit_concurrency=service.max_connections,
         # SIGTERM/SIGINT: uvicorn stops accepting, lets open requests finish (up to this long),
         # then the lifespan stops the jobs; they stay in the store and resume at the next start.
         timeout_graceful_shutdown=graceful_timeout_s,

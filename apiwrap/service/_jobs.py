@@ -17,12 +17,12 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from apiwrap.budgets import Budget, PriceTable, format_usd
+from apiwrap.budgets import Budget, PriceTable
 from apiwrap.engine.jobs import JobSpec, journal_path, run_job
 from apiwrap.engine.journal import Journal
 from apiwrap.engine.scheduler import RequestOutcome, RetryPolicy, VendorLimits
@@ -31,7 +31,7 @@ from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
-from apiwrap.service._models import Job, Progress, Spend
+from apiwrap.service._models import Job, Progress, Spend, money, utc_time
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
 from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
@@ -133,14 +133,13 @@ class JobView:
             images=self.images,
             progress=Progress(queries_done=self.queries_done, queries_total=self.queries_total),
             spend=Spend(
-                usd=format_usd(self.spent_micro_usd),
-                micro_usd=self.spent_micro_usd,
+                cost=money(self.spent_micro_usd),
                 billable_queries=self.spent_queries,
                 possibly_billed_queries=self.possibly_billed_queries,
             ),
             budget_exhausted=self.budget_exhausted,
-            created_at=self.created_at,
-            finished_at=self.finished_at,
+            created_at=utc_time(self.created_at),
+            finished_at=None if self.finished_at is None else utc_time(self.finished_at),
             error=self.error,
         )
 
@@ -208,6 +207,13 @@ class JobManager:
         if tasks:
             await asyncio.wait(tasks, timeout=grace_s)
 
+    async def update_tenants(self, tenants: Mapping[str, TenantConfig]) -> list[str]:
+        """Take a reloaded tenant list (see :meth:`Admission.update_tenants`); the tenants whose
+        changed caps wait for their running jobs to end."""
+        unknown = [name for name in tenants if name not in self._admission.budgets]
+        spent = {name: await asyncio.to_thread(self._store.finished_spend, name) for name in unknown}
+        return self._admission.update_tenants(tenants, spent)
+
     # -- starting -----------------------------------------------------------------------
 
     @property
@@ -224,11 +230,14 @@ class JobManager:
         settings: CertificationSettings,
         images: list[tuple[str, bytes]],
         idempotency: tuple[str, str] | None = None,
+        admitted: Callable[[CertificationSettings], Awaitable[None]] | None = None,
     ) -> str:
         """Admit and start a job, or find the one made with the same ``Idempotency-Key``.
 
         ``idempotency`` is (key, fingerprint of the request). Raises BudgetExceeded (402), Busy
-        (503) or IdempotencyKeyReused (422) before anything is stored.
+        (503) or IdempotencyKeyReused (422) before anything is stored. ``admitted`` runs once the
+        job holds its slot and allowance, before it is stored: the costly checks of a request
+        (an error there gives back all the admission took).
         """
         if idempotency is not None and (known := await self._admission.keys.job(tenant.name, *idempotency)):
             return known
@@ -238,6 +247,8 @@ class JobManager:
         ticket = self._admission.admit(tenant.name, job_id, settings, len(images), idempotency)
         key_row = None if idempotency is None else IdempotencyRow(tenant.name, *idempotency, job_id)
         try:
+            if admitted is not None:
+                await admitted(settings)
             # run_job opens the journal with SQLite, which would create it with the umask's mode.
             await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
             await asyncio.to_thread(

@@ -1,35 +1,61 @@
 """Pydantic models of every answer the service gives, so the OpenAPI schema describes them exactly.
 
-Error answers are :class:`Problem` (RFC 9457, ``application/problem+json``); see ``_errors.py``.
+Money is :class:`Money`, a decimal string with its currency (``{"amount": "0.026", "currency":
+"USD"}``: exact, unlike a JSON number); times are ISO 8601 strings in UTC. Error answers are
+:class:`Problem` (RFC 9457, ``application/problem+json``); see ``_errors.py``.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from apiwrap.budgets import from_micro_usd
 from apiwrap.statistics.settings import CertificationSettings
 
 __all__ = [
     "Budget",
-    "BudgetFigures",
     "CertifyAnswer",
     "Health",
     "ImageOutcome",
     "Job",
     "JobList",
     "JobResults",
+    "Money",
     "Problem",
     "ProblemError",
     "Progress",
     "Remaining",
     "Spend",
+    "money",
+    "utc_time",
 ]
 
 
 class _Closed(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Money(_Closed):
+    amount: str = Field(
+        pattern=r"^[0-9]+\.[0-9]{2,6}$",
+        description="A decimal string, exact to the micro-dollar; at least two decimals.",
+        examples=["0.026", "25.00"],
+    )
+    currency: Literal["USD"] = Field("USD", description="ISO 4217: vendors bill in US dollars.")
+
+
+def money(micro_usd: int) -> Money:
+    """Micro-dollars as :class:`Money`: ``26_000`` -> ``0.026``, ``25_000_000`` -> ``25.00``."""
+    whole, _, fraction = f"{from_micro_usd(micro_usd):.6f}".partition(".")
+    return Money(amount=f"{whole}.{fraction.rstrip('0').ljust(2, '0')}")
+
+
+def utc_time(unix_time: float) -> datetime:
+    """A Unix time as an aware UTC datetime (sent as ISO 8601, e.g. ``2026-12-02T16:18:45.123Z``)."""
+    return datetime.fromtimestamp(unix_time, UTC)
 
 
 class Progress(_Closed):
@@ -40,8 +66,9 @@ class Progress(_Closed):
 
 
 class Spend(_Closed):
-    usd: str = Field(description="Money billed or possibly billed (timed out), e.g. '$0.026'.")
-    micro_usd: int = Field(description="The same in micro-dollars (exact).")
+    cost: Money = Field(
+        description="Money billed or possibly billed (timed out), at the vendors' list prices."
+    )
     billable_queries: int
     possibly_billed_queries: int = Field(
         description="Of the billable queries, those that timed out: counted against the caps, though "
@@ -62,8 +89,8 @@ class Job(_Closed):
     progress: Progress
     spend: Spend
     budget_exhausted: bool = Field(description="The job stopped short because its allowance ran out.")
-    created_at: float = Field(description="Unix time.")
-    finished_at: float | None
+    created_at: datetime = Field(description="When the job was submitted (ISO 8601, UTC).")
+    finished_at: datetime | None = Field(description="When it ended (ISO 8601, UTC); null while it runs.")
     error: str | None
 
 
@@ -105,24 +132,17 @@ class JobList(_Closed):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
-class BudgetFigures(_Closed):
-    usd: str
-    micro_usd: int
-    billable_queries: int
-
-
 class Remaining(_Closed):
-    usd: str | None = Field(description="Null: no money cap.")
-    micro_usd: int | None
+    cost: Money | None = Field(description="Null: no money cap.")
     queries: int | None = Field(description="Null: no query cap.")
 
 
 class Budget(_Closed):
     tenant: str
-    max_usd: str | None
-    max_queries: int | None
-    spent: BudgetFigures
-    held_by_running_jobs: BudgetFigures
+    max_cost: Money | None = Field(description="The money cap over all the tenant's jobs; null: none.")
+    max_queries: int | None = Field(description="The cap on billable queries; null: none.")
+    spent: Spend
+    held_by_running_jobs: Spend = Field(description="The allowances running jobs hold (see docs/service.md).")
     remaining: Remaining
 
 

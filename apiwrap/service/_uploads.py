@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
@@ -72,6 +72,9 @@ def check_image(name: str, data: bytes, *, max_pixels: int, size: int | None) ->
         raise InvalidRequest(f"{name}: the image is empty")
     try:
         header = read_header(data, name=name)
+    except Image.DecompressionBombError:
+        # Pillow refuses to open a header declaring that many pixels at all: far over any limit here.
+        raise InvalidRequest(f"{name}: the header declares over the limit of {max_pixels:,} pixels") from None
     except ImageError as exc:
         if isinstance(exc.__cause__, UnidentifiedImageError):
             raise UnsupportedImage(f"{name}: not a PNG, JPEG or WebP image") from None
