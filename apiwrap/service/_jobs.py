@@ -31,7 +31,7 @@ from apiwrap.service._config import ServiceConfig, TenantConfig
 from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
-from apiwrap.service._models import Job, Progress, Spend, money, utc_time
+from apiwrap.service._models import Job, JobSpend, Progress, money, utc_time
 from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
 from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
@@ -132,7 +132,7 @@ class JobView:
             settings=CertificationSettings(**self.settings),
             images=self.images,
             progress=Progress(queries_done=self.queries_done, queries_total=self.queries_total),
-            spend=Spend(
+            spend=JobSpend(
                 cost=money(self.spent_micro_usd),
                 billable_queries=self.spent_queries,
                 possibly_billed_queries=self.possibly_billed_queries,

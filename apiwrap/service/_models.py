@@ -23,6 +23,7 @@ __all__ = [
     "Job",
     "JobList",
     "JobResults",
+    "JobSpend",
     "Money",
     "Problem",
     "ProblemError",
@@ -70,6 +71,9 @@ class Spend(_Closed):
         description="Money billed or possibly billed (timed out), at the vendors' list prices."
     )
     billable_queries: int
+
+
+class JobSpend(Spend):
     possibly_billed_queries: int = Field(
         description="Of the billable queries, those that timed out: counted against the caps, though "
         "the vendor may not have charged them."
@@ -87,7 +91,7 @@ class Job(_Closed):
     )
     images: int
     progress: Progress
-    spend: Spend
+    spend: JobSpend
     budget_exhausted: bool = Field(description="The job stopped short because its allowance ran out.")
     created_at: datetime = Field(description="When the job was submitted (ISO 8601, UTC).")
     finished_at: datetime | None = Field(description="When it ended (ISO 8601, UTC); null while it runs.")
