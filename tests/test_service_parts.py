@@ -120,8 +120,15 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     config.write_text("[vendors.aws]\n")
     result = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme", "--max-usd", "3"])
     assert result.exit_code == 0, result.output
-    key = result.stdout.strip().splitlines()[-1]
-    assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
+    printed = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    acme = load_config(config).tenants["acme"]
+    assert acme.key_sha256 == hash_key(printed["api_key"])
+    # The /aws door's key pair: the secret is kept, since SigV4 is verified by signing again.
+    assert (acme.aws_access_key_id, acme.aws_secret_access_key) == (
+        printed["aws_access_key_id"],
+        printed["aws_secret_access_key"],
+    )
+    assert printed["aws_access_key_id"].startswith("AKIA") and len(printed["aws_access_key_id"]) == 20
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])
     assert again.exit_code != 0 and "already exists" in again.output
 
