@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from apiwrap.service.doors import aws, google
+from apiwrap.service.doors import aws, azure, google
 from apiwrap.service.doors._cache import CertificateCache
 from apiwrap.service.doors._certify import Doors
 
@@ -28,6 +28,7 @@ def include_doors(app: FastAPI) -> None:
     """Add every vendor's door to the app (outside its OpenAPI schema: each vendor documents its own)."""
     aws.include(app)
     google.include(app)
+    azure.include(app)
 
 
 def open_doors(app: FastAPI) -> Doors:
