@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from apiwrap.service.doors import aws, azure, google
+from apiwrap.service.doors import aws, azure, clarifai, google
 from apiwrap.service.doors._cache import CertificateCache
 from apiwrap.service.doors._certify import Doors
 
@@ -29,6 +29,7 @@ def include_doors(app: FastAPI) -> None:
     aws.include(app)
     google.include(app)
     azure.include(app)
+    clarifai.include(app)
 
 
 def open_doors(app: FastAPI) -> Doors:
