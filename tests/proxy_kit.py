@@ -24,7 +24,12 @@ AWS_KEYS = {"alice": ("AKIAALICE0000000TEST", "alice-secret"), "bob": ("AKIABOB0
 
 
 def proxy_config(
-    tmp_path: Path, vendor: str, endpoint: str, caps: dict[str, dict[str, Any]] | None = None, **proxy: Any
+    tmp_path: Path,
+    vendor: str,
+    endpoint: str,
+    caps: dict[str, dict[str, Any]] | None = None,
+    cache_ttl_s: float = 86_400.0,
+    **service: Any,
 ) -> ServiceConfig:
     tenants = {
         name: TenantConfig(
@@ -41,7 +46,8 @@ def proxy_config(
         runs_dir=tmp_path / "runs",
         vendors={vendor: VendorConfig(vendor, VendorLimits(concurrency=4), options)},
         tenants=tenants,
-        proxy=ProxyConfig(options=dict(OPTIONS), **proxy),
+        proxy=ProxyConfig(options=dict(OPTIONS), cache_ttl_s=cache_ttl_s),
+        **service,
     )
 
 

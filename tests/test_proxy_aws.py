@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,44 @@ def test_an_exhausted_budget_is_rekognitions_limit_error(tmp_path: Path, vendor:
     assert "ran out" in str(ran_out.value)
     assert "query cap" in str(refused.value)
     assert vendor.billable == 3  # what the cap allowed, nothing more
+
+
+def test_a_certificate_still_running_is_throttling_and_the_retry_finds_it(tmp_path: Path) -> None:
+    with vendor_emulator("aws", latency_ms=40) as slow:
+        config = proxy_config(tmp_path, "aws", slow.endpoint, certify_wait_s=0.05)
+        with proxy_server(config) as base:
+            client = rekognition(base)
+            with pytest.raises(client.exceptions.ThrottlingException) as running:
+                client.detect_labels(Image={"Bytes": RED})
+            headers = running.value.response["ResponseMetadata"]["HTTPHeaders"]
+            job = running.value.response["Error"]["Message"].split()[1]
+            for _ in range(1200):  # the job runs on without its client; sent again once done, it is served
+                try:
+                    answer = client.detect_labels(Image={"Bytes": RED})
+                    break
+                except client.exceptions.ThrottlingException:
+                    time.sleep(0.05)
+            else:
+                pytest.fail(f"job {job} never finished")
+    assert headers["x-amz-retry-after"] == "1000"
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-apiwrap-job"] == job
+    assert answer["ResponseMetadata"]["HTTPHeaders"]["x-apiwrap-cache"] == "hit"
+    assert slow.billable == int(answer["ResponseMetadata"]["HTTPHeaders"]["x-apiwrap-queries"])  # paid once
+
+
+def test_a_bad_or_unknown_option_header_is_an_invalid_parameter(proxy: str, vendor: Emulator) -> None:
+    def with_header(name: str, value: str) -> Any:
+        client = rekognition(proxy)
+        client.meta.events.register(
+            "before-sign.rekognition.DetectLabels",
+            lambda request, **_: request.headers.__setitem__(name, value),
+        )
+        return client
+
+    with pytest.raises(ClientError) as unknown:
+        with_header("X-Apiwrap-Radius", "0.5").detect_labels(Image={"Bytes": RED})
+    with pytest.raises(ClientError) as bad:
+        with_header("X-Apiwrap-Target-Radius", "-1").detect_labels(Image={"Bytes": RED})
+    assert _error(unknown) == _error(bad) == "InvalidParameterException"
+    assert "x-apiwrap-target-radius" in str(unknown.value) and "target_radius" in str(bad.value)
+    assert vendor.calls == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 from apiwrap.service._app import CertifyQuery, JobQuery, create_app
 from apiwrap.service._config import (
     DEFAULT_CONFIG,
+    PROXY_DEFAULTS,
     MetricsConfig,
     ProxyConfig,
     ServiceConfig,
@@ -29,6 +30,7 @@ from apiwrap.service._store import Store
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "PROXY_DEFAULTS",
     "CertifyQuery",
     "JobQuery",
     "JsonFormatter",
