@@ -37,6 +37,14 @@ CREATE TABLE IF NOT EXISTS certificates (
 );
 CREATE INDEX IF NOT EXISTS certificates_by_vendor ON certificates (vendor, created_at);
 """
+#: A fresh entry of the tenant's, whose model version is the one its vendor's latest entry has.
+_LOOKUP = """
+SELECT c.job_id FROM certificates c
+WHERE c.tenant = ? AND c.key = ? AND c.created_at >= ? AND c.model_version = (
+    SELECT model_version FROM certificates WHERE vendor = c.vendor
+    ORDER BY created_at DESC, rowid DESC LIMIT 1
+)
+"""
 
 
 def certificate_key(
@@ -53,40 +61,45 @@ class CertificateCache:
     """Thread-safe; call it through ``asyncio.to_thread``. ``ttl_s`` 0 turns it off."""
 
     def __init__(self, path: Path, ttl_s: float, clock: Callable[[], float] = time.time) -> None:
-        private_file(path)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._path = path
+        self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._ttl_s = ttl_s
         self._clock = clock
 
+    def _connection(self) -> sqlite3.Connection:
+        # Opened at the first door request: a server whose doors are never used writes no file.
+        if self._db is None:
+            private_file(self._path)
+            db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        return self._db
+
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def lookup(self, tenant: str, key: str) -> str | None:
         """The job that certified ``key`` for ``tenant``, if it is fresh and of the vendor's current model."""
         if self._ttl_s <= 0:
             return None
         with self._lock:
-            row = self._db.execute(
-                "SELECT c.job_id FROM certificates c WHERE c.tenant = ? AND c.key = ? AND c.created_at >= ? "
-                "AND c.model_version = (SELECT model_version FROM certificates WHERE vendor = c.vendor "
-                "ORDER BY created_at DESC, rowid DESC LIMIT 1)",
-                (tenant, key, self._clock() - self._ttl_s),
-            ).fetchone()
+            row = self._connection().execute(_LOOKUP, (tenant, key, self._clock() - self._ttl_s)).fetchone()
         return None if row is None else str(row[0])
 
     def store(self, tenant: str, key: str, job_id: str, vendor: str, model_version: str) -> None:
         if self._ttl_s <= 0:
             return
         with self._lock:
-            self._db.execute(
+            self._connection().execute(
                 "INSERT OR REPLACE INTO certificates VALUES (?, ?, ?, ?, ?, ?)",
                 (tenant, key, job_id, vendor, model_version, self._clock()),
             )
 
     def forget(self, tenant: str, key: str) -> None:
         with self._lock:
-            self._db.execute("DELETE FROM certificates WHERE tenant = ? AND key = ?", (tenant, key))
+            self._connection().execute("DELETE FROM certificates WHERE tenant = ? AND key = ?", (tenant, key))
