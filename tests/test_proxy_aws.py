@@ -192,3 +192,25 @@ def test_a_bad_or_unknown_option_header_is_an_invalid_parameter(proxy: str, vend
     assert _error(unknown) == _error(bad) == "InvalidParameterException"
     assert "x-apiwrap-target-radius" in str(unknown.value) and "target_radius" in str(bad.value)
     assert vendor.calls == 0
+
+
+def test_a_tenants_door_options_override_the_servers_and_a_header_overrides_both(
+    tmp_path: Path, vendor: Emulator
+) -> None:
+    config = proxy_config(tmp_path, "aws", vendor.endpoint, caps={"bob": {"proxy": {"target_radius": 0.5}}})
+    with proxy_server(config) as base:
+        alice = rekognition(base).detect_labels(Image={"Bytes": RED})
+        bob_client = rekognition(base, *AWS_KEYS["bob"])
+        bob = bob_client.detect_labels(Image={"Bytes": RED})
+        bob_client.meta.events.register(
+            "before-sign.rekognition.DetectLabels",
+            lambda request, **_: request.headers.__setitem__("X-Apiwrap-Sigma", "0.12"),
+        )
+        bob_header = bob_client.detect_labels(Image={"Bytes": RED})
+
+    def sigma(answer: Any) -> str:
+        return str(answer["ResponseMetadata"]["HTTPHeaders"]["x-apiwrap-sigma"])
+
+    # sigma follows the target radius (the smallest of 0.12, 0.25, 0.5 at least as large) unless given
+    assert (sigma(alice), sigma(bob), sigma(bob_header)) == ("0.25", "0.5", "0.12")
+    assert float(bob["ResponseMetadata"]["HTTPHeaders"]["x-apiwrap-radius"]) >= 0.5
