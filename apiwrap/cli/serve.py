@@ -132,7 +132,7 @@ def serve(
     if not service_config.tenants:
         typer.echo(
             f"no tenants yet: create one with 'apiwrap serve --config {path} --create-tenant NAME' "
-            "(it prints the tenant's API key once)",
+            "(it prints the tenant's keys once)",
             err=True,
         )
 
