@@ -127,12 +127,19 @@ def test_serve_command_creates_a_tenant_and_prints_its_key_once(tmp_path: Path) 
     config.write_text("[vendors.aws]\n")
     result = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme", "--max-usd", "3"])
     assert result.exit_code == 0, result.output
-    key = result.stdout.strip().splitlines()[-1]
-    assert load_config(config).tenants["acme"].key_sha256 == hash_key(key)
+    printed = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    acme = load_config(config).tenants["acme"]
+    assert acme.key_sha256 == hash_key(printed["api_key"])
+    # The /aws door's key pair: the secret is kept, since SigV4 is verified by signing again.
+    assert (acme.aws_access_key_id, acme.aws_secret_access_key) == (
+        printed["aws_access_key_id"],
+        printed["aws_secret_access_key"],
+    )
+    assert printed["aws_access_key_id"].startswith("AKIA") and len(printed["aws_access_key_id"]) == 20
     told = " ".join(result.stderr.split())
     assert "kill -HUP" in told and "(no restart)" in told
     assert (
-        f'curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+        f'curl -H "Authorization: Bearer {printed["api_key"]}" -H "Content-Type: image/png" '
         "--data-binary @image.png http://127.0.0.1:8000/v1/certify"
     ) in told
     again = CliRunner().invoke(app, ["--config", str(config), "--create-tenant", "acme"])

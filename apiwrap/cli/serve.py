@@ -17,8 +17,8 @@ def serve(
     config: Annotated[
         Path | None,
         typer.Option(
-            help="Service TOML file (tables service, vendors.NAME, tenants.NAME, metrics); it must exist "
-            f"(see --init). Default: {DEFAULT_CONFIG_PATH}, written with the embedded defaults "
+            help="Service TOML file (tables service, vendors.NAME, tenants.NAME, metrics, proxy); it must "
+            f"exist (see --init). Default: {DEFAULT_CONFIG_PATH}, written with the embedded defaults "
             "(local vendor) if missing."
         ),
     ] = None,
@@ -33,7 +33,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     create_tenant: Annotated[
         str | None,
-        typer.Option(help="Add tenant NAME to the config, print its API key once, and exit (no server)."),
+        typer.Option(
+            help="Add tenant NAME to the config, print its API key and AWS-style key pair once, and exit "
+            "(no server)."
+        ),
     ] = None,
     max_usd: Annotated[
         str | None, typer.Option(help="With --create-tenant: the tenant's money cap (USD).")
@@ -65,9 +68,9 @@ def serve(
     # Imported here: the other commands should not pay for FastAPI and uvicorn.
     from apiwrap.service import (
         add_metrics_key,
-        add_tenant,
         configure_logging,
         create_app,
+        create_tenant_keys,
         load_config,
         uvicorn_config,
         write_default_config,
@@ -99,18 +102,21 @@ def serve(
         typer.echo(f"no config: wrote the embedded default to {path} (local vendor, no tenants)", err=True)
     if create_tenant is not None:
         try:
-            key = add_tenant(path, create_tenant, max_usd=max_usd, max_queries=max_queries)
+            keys = create_tenant_keys(path, create_tenant, max_usd=max_usd, max_queries=max_queries)
         except (ValueError, OSError) as exc:
             raise typer.BadParameter(str(exc)) from None
         typer.echo(
             f"tenant {create_tenant} added to {path}. A server running on this file serves it once told "
-            "to reload its tenants: kill -HUP <its process id> (no restart). Its API key (shown only now):",
+            "to reload its tenants: kill -HUP <its process id> (no restart). Its API key and, for the /aws "
+            "door, its AWS-style key pair (shown only now):",
             err=True,
         )
-        typer.echo(key)
+        typer.echo(f"api_key: {keys.api_key}")
+        typer.echo(f"aws_access_key_id: {keys.aws_access_key_id}")
+        typer.echo(f"aws_secret_access_key: {keys.aws_secret_access_key}")
         typer.echo(
             "Try it (any PNG, JPEG or WebP image):\n"
-            f'  curl -H "Authorization: Bearer {key}" -H "Content-Type: image/png" '
+            f'  curl -H "Authorization: Bearer {keys.api_key}" -H "Content-Type: image/png" '
             f"--data-binary @image.png http://{host}:{port}/v1/certify",
             err=True,
         )
@@ -136,7 +142,7 @@ def serve(
     if not service_config.tenants:
         typer.echo(
             f"no tenants yet: create one with 'apiwrap serve --config {path} --create-tenant NAME' "
-            "(it prints the tenant's API key once)",
+            "(it prints the tenant's keys once)",
             err=True,
         )
 

@@ -64,6 +64,7 @@ from apiwrap.service._reports import job_report_page
 from apiwrap.service._store import Store, private_dir
 from apiwrap.service._uploads import IMAGE_MEDIA_TYPES, Upload, check_image, read_upload
 from apiwrap.service._vendors import FairGate, SharedVendor
+from apiwrap.service.doors import include_doors, open_doors
 from apiwrap.statistics.settings import CertificationSettings, Mode
 
 __all__ = ["CertifyQuery", "JobQuery", "create_app"]
@@ -467,6 +468,7 @@ def create_app(config: ServiceConfig, config_path: Path | None = None) -> FastAP
             manager = JobManager(config, store, vendors, metrics, prices)
             await manager.start()
             app.state.manager = manager
+            app.state.doors = open_doors(app)
             pruning = None
             if config.retention_days is not None:
                 pruning = asyncio.create_task(_prune_periodically(manager, config.retention_days))
@@ -477,6 +479,7 @@ def create_app(config: ServiceConfig, config_path: Path | None = None) -> FastAP
                 stop_reloading()
                 if pruning is not None:
                     pruning.cancel()
+                await app.state.doors.aclose()
                 await manager.stop()
         finally:
             for vendor_ in vendors.values():
@@ -672,6 +675,7 @@ def _routes(app: FastAPI, config: ServiceConfig, metrics: Metrics) -> None:
         the [metrics] table."""
         return PlainTextResponse(metrics.render(), media_type=CONTENT_TYPE)
 
+    include_doors(app)  # the vendors' own APIs (docs/proxy.md)
     _options_routes(app)
 
 

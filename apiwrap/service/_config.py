@@ -27,10 +27,18 @@
     request_timeout_s = 30
     options = { region = "us-east-1" } # create_adapter keyword options (endpoint, ...)
 
+    [proxy]                            # the vendors' doors (docs/proxy.md)
+    target_radius = 0.25               # any certification option: the doors' defaults
+    max_queries = 200
+    cache_ttl_s = 86400                # a certificate is served again for this long (0: no cache)
+
     [tenants.acme]                     # written by ``apiwrap serve --create-tenant acme``
     key_sha256 = "..."                 # sha256 of the API key; the key itself is never stored
+    aws_access_key_id = "AKIA..."      # the /aws door's SigV4 key pair (the secret signs, so it is kept)
+    aws_secret_access_key = "..."
     max_usd = "25.00"                  # optional: money cap over all the tenant's jobs
     max_queries = 100000               # optional: billable-query cap
+    proxy = { denoiser = "none" }      # optional: this tenant's door options over [proxy]
 
 Vendor credentials come from this file's ``options`` or from the environment the SDKs read
 (``AWS_ACCESS_KEY_ID``, ...); clients can only name a configured vendor.
@@ -50,16 +58,20 @@ from typing import Any
 
 from apiwrap.budgets import parse_usd
 from apiwrap.engine.scheduler import VendorLimits
-from apiwrap.engine.settings import ConnectionOptions, SettingsError, parse_options
+from apiwrap.engine.settings import CertificationOptions, ConnectionOptions, SettingsError, parse_options
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "PROXY_DEFAULTS",
     "MetricsConfig",
+    "ProxyConfig",
     "ServiceConfig",
     "TenantConfig",
+    "TenantKeys",
     "VendorConfig",
     "add_metrics_key",
     "add_tenant",
+    "create_tenant_keys",
     "hash_key",
     "load_config",
     "write_default_config",
@@ -79,6 +91,12 @@ concurrency = 2
 """
 
 _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+_AWS_KEY_ID = re.compile(r"^[A-Z0-9]{16,128}$")
+_AWS_KEY_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+#: The doors' certification options when ``[proxy]`` names none: the sequential target design,
+#: whose early stop keeps a certificate within an SDK call's time.
+PROXY_DEFAULTS: dict[str, Any] = {"target_radius": 0.25, "max_queries": 200}
 
 
 def hash_key(key: str) -> str:
@@ -92,6 +110,29 @@ class TenantConfig:
     key_sha256: str
     max_usd: Decimal | None = None
     max_queries: int | None = None
+    #: The /aws door's SigV4 key pair: a signature is an HMAC, so the server keeps the secret.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    #: Certification options of this tenant's door requests, over ``[proxy]``'s.
+    proxy: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """The vendors' doors: their certification options and how long a certificate is cached."""
+
+    options: dict[str, Any] = field(default_factory=lambda: dict(PROXY_DEFAULTS))
+    #: A door answers a certificate again from the cache for this long; 0 turns the cache off.
+    cache_ttl_s: float = 86_400.0
+
+
+@dataclass(frozen=True)
+class TenantKeys:
+    """What ``--create-tenant`` shows once: the API key and the AWS-style key pair."""
+
+    api_key: str
+    aws_access_key_id: str
+    aws_secret_access_key: str
 
 
 @dataclass(frozen=True)
@@ -134,6 +175,7 @@ class ServiceConfig:
     #: Finished jobs (row, images, journal) older than this many days are deleted; None: kept.
     retention_days: float | None = None
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         if not self.vendors:
@@ -160,6 +202,9 @@ class ServiceConfig:
                 raise ValueError(f"{name} must be positive")
         if self.retention_days is not None and not self.retention_days > 0:
             raise ValueError("retention_days must be positive (omit it to keep jobs forever)")
+        key_ids = [t.aws_access_key_id for t in self.tenants.values() if t.aws_access_key_id]
+        if len(key_ids) != len(set(key_ids)):
+            raise ValueError("two tenants share an aws_access_key_id")
 
     @property
     def vendor_names(self) -> list[str]:
@@ -176,10 +221,30 @@ def _check_keys(where: str, table: dict[str, Any], known: set[str]) -> None:
         raise ValueError(f"unknown keys in [{where}]: {', '.join(sorted(unknown))}")
 
 
+def _door_options(where: str, options: Any) -> dict[str, Any]:
+    """Certification options for the doors, checked against the one settings model."""
+    if not isinstance(options, dict):
+        raise ValueError(f"{where} must be a table of certification options")
+    try:
+        parse_options(CertificationOptions, options)
+    except SettingsError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return dict(options)
+
+
+def _proxy(table: dict[str, Any]) -> ProxyConfig:
+    options = dict(table)
+    ttl = options.pop("cache_ttl_s", ProxyConfig.cache_ttl_s)
+    if not isinstance(ttl, int | float) or ttl < 0:
+        raise ValueError("proxy.cache_ttl_s must be a number of seconds >= 0")
+    return ProxyConfig(_door_options("[proxy]", options or PROXY_DEFAULTS), float(ttl))
+
+
 def _tenant(name: str, table: dict[str, Any]) -> TenantConfig:
     if not _TENANT_NAME.match(name):
         raise ValueError(f"tenant name {name!r}: letters, digits, '_' or '-' (at most 64)")
-    _check_keys(f"tenants.{name}", table, {"key_sha256", "max_usd", "max_queries"})
+    known = {"key_sha256", "max_usd", "max_queries", "aws_access_key_id", "aws_secret_access_key", "proxy"}
+    _check_keys(f"tenants.{name}", table, known)
     key_hash = str(table.get("key_sha256", ""))
     if not re.fullmatch(r"[0-9a-f]{64}", key_hash):
         raise ValueError(f"tenants.{name}.key_sha256 must be 64 lowercase hex digits")
@@ -191,7 +256,13 @@ def _tenant(name: str, table: dict[str, Any]) -> TenantConfig:
         usd = None if max_usd is None else parse_usd(max_usd)
     except (ValueError, InvalidOperation) as exc:
         raise ValueError(f"tenants.{name}.max_usd: {exc}") from None
-    return TenantConfig(name, key_hash, usd, max_queries)
+    key_id, secret = table.get("aws_access_key_id"), table.get("aws_secret_access_key")
+    if (key_id is None) != (secret is None):
+        raise ValueError(f"tenants.{name}: aws_access_key_id and aws_secret_access_key go together")
+    if key_id is not None and not (_AWS_KEY_ID.match(str(key_id)) and str(secret)):
+        raise ValueError(f"tenants.{name}.aws_access_key_id: 16 to 128 capital letters or digits")
+    proxy = _door_options(f"tenants.{name}.proxy", table.get("proxy", {}))
+    return TenantConfig(name, key_hash, usd, max_queries, key_id, secret, proxy)
 
 
 def _vendor(name: str, table: dict[str, Any]) -> VendorConfig:
@@ -230,12 +301,12 @@ def load_config(path: Path) -> ServiceConfig:
     """Read and check the server's TOML file (relative paths are relative to the file)."""
     with path.open("rb") as handle:
         data = tomllib.load(handle)
-    _check_keys("the top level", data, {"service", "vendors", "tenants", "metrics"})
+    _check_keys("the top level", data, {"service", "vendors", "tenants", "metrics", "proxy"})
     service = dict(data.get("service", {}))
     base = path.parent
     runs_dir = base / service.pop("runs_dir", "runs/service")
     prices = service.pop("prices", None)
-    known = set(ServiceConfig.__dataclass_fields__) - {"vendors", "tenants", "metrics"}
+    known = set(ServiceConfig.__dataclass_fields__) - {"vendors", "tenants", "metrics", "proxy"}
     _check_keys("service", service, known)
     return ServiceConfig(
         runs_dir=runs_dir,
@@ -243,6 +314,7 @@ def load_config(path: Path) -> ServiceConfig:
         tenants={name: _tenant(name, table) for name, table in data.get("tenants", {}).items()},
         prices=base / prices if prices else None,
         metrics=_metrics(data.get("metrics", {})),
+        proxy=_proxy(data.get("proxy", {})),
         **service,
     )
 
@@ -276,17 +348,39 @@ def add_metrics_key(path: Path) -> str:
 
 
 def add_tenant(path: Path, name: str, *, max_usd: str | None = None, max_queries: int | None = None) -> str:
-    """Append a tenant to an existing config file; return its new API key (shown once, stored hashed)."""
+    """Append a tenant to an existing config file; return its new API key (see :func:`create_tenant_keys`)."""
+    return create_tenant_keys(path, name, max_usd=max_usd, max_queries=max_queries).api_key
+
+
+def create_tenant_keys(
+    path: Path, name: str, *, max_usd: str | None = None, max_queries: int | None = None
+) -> TenantKeys:
+    """Append a tenant to an existing config file; return its new keys (shown once).
+
+    The API key is stored hashed; the AWS-style secret is stored as it is, since verifying a
+    SigV4 signature means computing it again (the file is owner-only).
+    """
     existing = tomllib.loads(path.read_text())
     if name in existing.get("tenants", {}):
         raise ValueError(f"tenant {name!r} already exists in {path}")
-    key = "aw_" + secrets.token_urlsafe(32)
-    lines = [f"\n[tenants.{name}]", f'key_sha256 = "{hash_key(key)}"']
+    keys = TenantKeys(
+        api_key="aw_" + secrets.token_urlsafe(32),
+        aws_access_key_id="AKIA" + "".join(secrets.choice(_AWS_KEY_ID_CHARS) for _ in range(16)),
+        aws_secret_access_key=secrets.token_urlsafe(30),
+    )
+    table: dict[str, Any] = {
+        "key_sha256": hash_key(keys.api_key),
+        "aws_access_key_id": keys.aws_access_key_id,
+        "aws_secret_access_key": keys.aws_secret_access_key,
+    }
     if max_usd is not None:
-        lines.append(f'max_usd = "{parse_usd(max_usd)}"')
+        table["max_usd"] = str(parse_usd(max_usd))
     if max_queries is not None:
-        lines.append(f"max_queries = {int(max_queries)}")
-    table = {"key_sha256": hash_key(key), "max_usd": max_usd, "max_queries": max_queries}
-    _tenant(name, {k: v for k, v in table.items() if v is not None})  # validate before writing
+        table["max_queries"] = int(max_queries)
+    _tenant(name, table)  # validate before writing
+    lines = [f"\n[tenants.{name}]"]
+    lines += [
+        f"{key} = {value}" if isinstance(value, int) else f'{key} = "{value}"' for key, value in table.items()
+    ]
     _append_private(path, "\n".join(lines) + "\n")
-    return key
+    return keys
