@@ -150,8 +150,19 @@ def test_an_edited_vote_is_found_by_verify_and_refused_by_resume_and_replay(tmp_
         ),
         ("UPDATE job SET value = replace(value, '\"n\": 20', '\"n\": 10')", "job row 'parameters' does not"),
         ("UPDATE images SET status = 'pending' WHERE image_id = 1", "images row 1 does not match"),
+        ("UPDATE queries SET label = CAST(label AS BLOB) WHERE seq = 5", "chain breaks at the vote of"),
+        ("ALTER TABLE replays DROP COLUMN seal", "its table replays has the columns"),
     ],
-    ids=["vote-deleted", "last-vote-deleted", "attempt-deleted", "billing-edited", "parameters", "image"],
+    ids=[
+        "vote-deleted",
+        "last-vote-deleted",
+        "attempt-deleted",
+        "billing-edited",
+        "parameters",
+        "image",
+        "blob",
+        "column-dropped",
+    ],
 )
 def test_deleted_or_edited_rows_are_found(tmp_path: Path, sql: str, problem: str) -> None:
     journal = _capped_job(tmp_path)

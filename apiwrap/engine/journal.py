@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -118,8 +119,15 @@ _LISTED = 5
 def _seal(table: str, row: Mapping[str, object], previous: str) -> str:
     """sha256 of a row's table, values (every column but ``seal``) and, for a chained table, the
     previous row's seal. Values are read back from SQLite, so the same row always gives the same text."""
-    text = json.dumps([table, previous, dict(row)], sort_keys=True, separators=(",", ":"))
+    text = json.dumps([table, previous, dict(row)], sort_keys=True, separators=(",", ":"), default=_blob)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _blob(value: object) -> object:
+    """apiwrap writes no blob; one read from a damaged file still gets a seal (a wrong one)."""
+    if isinstance(value, bytes):
+        return {"blob": value.hex()}
+    raise TypeError(f"no seal for a {type(value).__name__}")
 
 
 def _rows(db: sqlite3.Connection, table: str) -> Iterator[dict[str, Any]]:
@@ -187,7 +195,23 @@ def _schema_problem(db: sqlite3.Connection) -> str | None:
     missing = sorted(_KEYS.keys() - tables)
     if missing:
         return f"it lacks the table(s) {', '.join(missing)} of an apiwrap journal"
+    for table, columns in _columns().items():
+        found = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+        if found != columns:
+            return (
+                f"its table {table} has the columns {', '.join(found)}, not those of schema {SCHEMA_VERSION}"
+            )
     return None
+
+
+def _columns() -> dict[str, list[str]]:
+    """The columns of each table of this schema, as SQLite reads them from ``_SCHEMA``."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return {table: [row[1] for row in db.execute(f"PRAGMA table_info({table})")] for table in _KEYS}
+    finally:
+        db.close()
 
 
 def _row_problems(db: sqlite3.Connection, check: JournalCheck) -> None:
@@ -250,9 +274,33 @@ def _row_problems(db: sqlite3.Connection, check: JournalCheck) -> None:
             check.problems.append("the job's parameters are not valid JSON")
 
 
+@contextlib.contextmanager
+def _snapshot(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only view of the journal at ``path`` that leaves its folder as it was. With a -wal
+    beside it (a job running, or killed), committed writes may still be there: it is read in
+    place, its companions exist already. Without one the file holds everything, and a private
+    copy is read, since SQLite would otherwise make -wal and -shm files beside a file it refuses."""
+    if path.with_name(path.name + "-wal").exists():
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            yield db
+        finally:
+            db.close()
+        return
+    with tempfile.TemporaryDirectory(prefix="apiwrap-check-") as folder:
+        copy = Path(folder) / path.name
+        shutil.copyfile(path, copy)
+        db = sqlite3.connect(copy)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
 def check_journal(path: Path, *, rows: bool = True) -> JournalCheck:
     """Check a journal end to end without changing it: the file, SQLite's own integrity check, the
-    schema and, with ``rows``, every row's seal, the votes' chain and the ledger behind each vote."""
+    schema, every row's seal, the votes' chain and the ledger behind each vote. Without ``rows``
+    only the file and its header (application id, schema version) are read, without SQLite."""
     check = JournalCheck(path)
     if not path.exists():
         check.problems.append("there is no such file")
@@ -260,37 +308,30 @@ def check_journal(path: Path, *, rows: bool = True) -> JournalCheck:
     if (problem := _file_problem(path)) is not None:
         check.problems.append(problem)
         return check
-    # Reading a WAL journal makes SQLite create its -wal and -shm files; those it made for this
-    # check are removed after it, so checking a journal leaves its folder as it was.
-    companions = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
-    made = [companion for companion in companions if not companion.exists()]
-    try:
-        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        check.problems.append(f"SQLite cannot open it: {exc}")
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    ours = (
+        len(header) == 100
+        and int.from_bytes(header[68:72], "big") == _APPLICATION_ID
+        and int.from_bytes(header[60:64], "big") == SCHEMA_VERSION
+    )
+    if ours and not rows:
         return check
     try:
-        integrity = [row[0] for row in db.execute("PRAGMA integrity_check(5)")]
-        if integrity != ["ok"]:
-            check.problems.append("SQLite finds the file damaged: " + "; ".join(integrity))
-            return check
-        if (problem := _schema_problem(db)) is not None:
-            check.problems.append(problem)
-            return check
-        if rows:
-            _row_problems(db, check)
-        check.images, check.votes, check.attempts = (
-            db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-            for table in ("images", "queries", "attempts")
-        )
+        with _snapshot(path) as db:
+            integrity = [row[0] for row in db.execute("PRAGMA integrity_check(5)")]
+            if integrity != ["ok"]:
+                check.problems.append("SQLite finds the file damaged: " + "; ".join(integrity))
+            elif (problem := _schema_problem(db)) is not None:
+                check.problems.append(problem)
+            elif rows:
+                _row_problems(db, check)
+                check.images, check.votes, check.attempts = (
+                    db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                    for table in ("images", "queries", "attempts")
+                )
     except sqlite3.DatabaseError as exc:
         check.problems.append(f"SQLite finds the file damaged: {exc}")
-    finally:
-        db.close()
-        for companion in made:
-            # a -wal that holds anything is not ours to remove (it cannot, read-only; kept safe)
-            if companion.exists() and (companion.name.endswith("-shm") or companion.stat().st_size == 0):
-                companion.unlink()
     return check
 
 

@@ -32,7 +32,7 @@ from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
 from apiwrap.service._models import Job, Progress, Spend
-from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
+from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store
 from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
@@ -224,8 +224,6 @@ class JobManager:
         ticket = self._admission.admit(tenant.name, job_id, settings, len(images), idempotency)
         key_row = None if idempotency is None else IdempotencyRow(tenant.name, *idempotency, job_id)
         try:
-            # run_job opens the journal with SQLite, which would create it with the umask's mode.
-            await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
             await asyncio.to_thread(
                 self._store.create_job,
                 job_id,
@@ -258,7 +256,6 @@ class JobManager:
 
     def _resume(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
         settings = CertificationSettings(**row.settings)
-        private_file(journal_path(self._config.runs_dir, row.id))
         ticket = self._admission.resume(row.tenant, settings, row.images, prior)
         self._start_task(row, settings, images, prior, ticket)
 
