@@ -108,7 +108,7 @@ def _edit(journal: Path, sql: str) -> None:
     db.close()
 
 
-def test_an_edited_vote_is_found_by_verify_and_refused_by_resume_and_replay(tmp_path: Path) -> None:
+def test_an_edited_vote_is_found_by_verify_and_refused_by_resume_replay_and_report(tmp_path: Path) -> None:
     journal = _capped_job(tmp_path)
     intact = runner.invoke(app, ["verify", "job", "--runs-dir", str(tmp_path)])
     assert intact.exit_code == 0, intact.output
@@ -129,6 +129,10 @@ def test_an_edited_vote_is_found_by_verify_and_refused_by_resume_and_replay(tmp_
 
     replayed = runner.invoke(app, ["replay", "job", "--runs-dir", str(tmp_path)])
     assert replayed.exit_code == 2 and "cannot be used: the votes' chain breaks" in _said(replayed)
+    report = tmp_path / "report.csv"
+    refused = runner.invoke(app, ["report", "job", "--runs-dir", str(tmp_path), "--csv", str(report)])
+    assert refused.exit_code == 2 and "cannot be used: the votes' chain breaks" in _said(refused)
+    assert not report.exists()
     vendor = FaultyVendor()
     with pytest.raises(JournalError, match="the votes' chain breaks"):
         _run(_spec(tmp_path, settings=SETTINGS, max_queries=CAP + 10), vendor, _images(3))

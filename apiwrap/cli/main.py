@@ -602,6 +602,7 @@ def report_command(
     read them (names are paths as given to certify); otherwise it says so and shows none.
     """
     from apiwrap.engine.jobs import journal_path
+    from apiwrap.engine.journal import Journal
     from apiwrap.reports import load_job, write_csv, write_html, write_png
 
     if html is None and csv is None and png is None:
@@ -609,9 +610,11 @@ def report_command(
     if len(jobs) > 1 and (html is not None or csv is not None):
         _fail("--html and --csv report one job; --png compares several")
     try:
-        loaded = [
-            load_job(Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)) for job in jobs
-        ]
+        paths = [Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job) for job in jobs]
+        for path in paths:
+            # a report is read as evidence: its journal must be as apiwrap wrote it
+            Journal.open_existing(path, check_rows=True).close()
+        loaded = [load_job(path) for path in paths]
         if html is not None:
             with _results_file(html) as temporary:
                 write_html(loaded[0], temporary)
