@@ -227,3 +227,13 @@ def test_fuzzed_journal_damage_never_spends_past_the_cap_nor_counts_a_changed_vo
             (r.image, r.status, r.label, r.queries) for r in clean.results
         ]
     assert refused > 0 and accepted > 0 and accepted + refused == 80
+
+
+def test_verify_exits_2_without_a_journal_and_1_for_an_empty_one(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["verify", "nothing", "--runs-dir", str(tmp_path)])
+    assert missing.exit_code == 2 and f"no journal at {tmp_path / 'nothing.sqlite'}" in _said(missing)
+    assert runner.invoke(app, ["verify", "../escape", "--runs-dir", str(tmp_path)]).exit_code == 2
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    empty = runner.invoke(app, ["verify", str(tmp_path / "empty.sqlite")])
+    assert empty.exit_code == 1 and "NOT INTACT - the file is empty (0 bytes)" in _said(empty)
+    assert (tmp_path / "empty.sqlite").read_bytes() == b""
