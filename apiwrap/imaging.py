@@ -10,7 +10,9 @@ reports and the denoisers' training data:
 - :func:`encode_png`: lossless PNG with fixed settings, so the same pixels give the same bytes.
 
 A corrupt, truncated, empty or oversized image raises :class:`~apiwrap.errors.ImageError`
-naming the image and the problem. This module imports only Pillow, numpy and the error tree.
+naming the image and the problem, and so does any other failure of Pillow on the bytes given
+(a decompression bomb, a crafted header that trips one of its decoders): user bytes never end a
+batch. This module imports only Pillow, numpy and the error tree.
 """
 
 from __future__ import annotations
@@ -50,10 +52,14 @@ def read_header(source: Path | bytes, *, name: str = "<image>") -> ImageHeader:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # a header is harmless
             with _open(source) as opened:
                 return ImageHeader(opened.width, opened.height, opened.format or "UNKNOWN")
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image is too large to decode safely ({exc})") from exc
     except UnidentifiedImageError as exc:
         raise ImageError(f"{name}: not a readable image (corrupt or unknown format)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: corrupt image header ({exc})") from exc
+    except Exception as exc:  # any other failure of a decoder on hostile bytes: this image's alone
+        raise ImageError(f"{name}: Pillow cannot read its header ({type(exc).__name__}: {exc})") from exc
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -106,6 +112,10 @@ def decode_rgb8(source: Path | bytes, *, name: str = "<image>", max_pixels: int 
         raise ImageError(f"{name}: not a readable image (corrupt or unknown format)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{name}: image data is corrupt or truncated ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageError(f"{name}: not enough memory to decode it") from exc
+    except Exception as exc:  # any other failure of a decoder on hostile bytes: this image's alone
+        raise ImageError(f"{name}: Pillow cannot decode it ({type(exc).__name__}: {exc})") from exc
 
 
 def encode_png(pixels: np.ndarray) -> bytes:

@@ -112,7 +112,7 @@ def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path
     assert result.exit_code == 4, result.output  # the budget ran out
     assert "What the budget bought" in result.output
     assert "unfunded" in result.output
-    assert f"{SAMPLE.name}: NOT CERTIFIED (budget exhausted;" in result.output
+    assert f"{SAMPLE.name}: UNFUNDED (budget exhausted;" in result.output
     assert "broken.png: FAILED" in result.output  # a bad image neither blocks nor stalls the rounds
     spent = int(result.output.split(" billable queries")[0].rsplit("for ", 1)[1])
     assert 1 <= spent <= 12

@@ -1,7 +1,9 @@
 """The ``apiwrap`` command line: certify, predict, estimate, replay (and the tools of other packages).
 
 Heavy modules (torch, Pillow, SQLite, the engine) are imported inside the commands that use
-them, so ``apiwrap --help`` and ``apiwrap replay`` start without torch.
+them, so ``apiwrap --help`` and ``apiwrap replay`` start without torch. Every results file is
+written beside its name and renamed into place when complete (:func:`_results_file`), and every
+name, label and error printed is escaped, so no file name reads as Rich markup.
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
 
 import typer
 from pydantic import BaseModel
@@ -25,6 +29,7 @@ from apiwrap.cli.denoisers import eval_denoiser, train_denoiser
 from apiwrap.cli.emulate import emulate
 from apiwrap.cli.jobs import list_jobs, show_job
 from apiwrap.cli.serve import serve
+from apiwrap.cli.verify import verify
 from apiwrap.engine.settings import CertificationOptions, ConnectionOptions, JobOptions, SettingsError
 from apiwrap.errors import ApiwrapError
 from apiwrap.statistics.settings import Mode, Selection
@@ -320,7 +325,7 @@ def _run(mode: Mode, ctx: typer.Context, values: Mapping[str, Any]) -> None:
         with (
             progress,
             contextlib.closing(ImageSpend(journal)) as spend,
-            values["out"].open("w") if values["out"] else _no_output() as jsonl,
+            _jsonl(values["out"]) as jsonl,
         ):
 
             def finished(result: ImageResult) -> None:
@@ -376,8 +381,28 @@ def _interrupted(progress: JobProgress, journal: Path, resume: str) -> None:
 
 
 @contextlib.contextmanager
-def _no_output() -> Iterator[None]:
-    yield None
+def _results_file(path: Path) -> Iterator[Path]:
+    """A temporary file beside ``path`` that replaces it only once written in full, so a refused or
+    interrupted run leaves the previous file as it was. Mode 0600, as mkstemp makes it: results
+    name the user's images and what the vendor said about them."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _jsonl(path: Path | None) -> Iterator[TextIO | None]:
+    """The JSON lines output at ``path`` (None: no output), through :func:`_results_file`."""
+    if path is None:
+        yield None
+        return
+    with _results_file(path) as temporary, temporary.open("w") as handle:
+        yield handle
 
 
 def _write_job_reports(journal: Path, directory: Path) -> None:
@@ -388,25 +413,30 @@ def _write_job_reports(journal: Path, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         job = load_job(journal)
         written = [directory / f"{job.name}.html", directory / f"{job.name}.csv"]
-        write_html(job, written[0])
-        write_csv(job, written[1])
+        with _results_file(written[0]) as html:
+            write_html(job, html)
+        with _results_file(written[1]) as csv:
+            write_csv(job, csv)
         if job.settings.mode == "certify":
-            write_png([job], directory / f"{job.name}.png")
             written.append(directory / f"{job.name}.png")
+            with _results_file(written[2]) as png:
+                write_png([job], png)
     except (ApiwrapError, OSError) as exc:
         _fail(f"report not written: {exc}")
-    console.print("report: " + ", ".join(str(path) for path in written))
+    console.print("report: " + escape(", ".join(str(path) for path in written)))
 
 
 def _print_line(result: ImageResult, show: Callable[[str], None] = out.print) -> None:
-    name = Path(result.image).name
+    # Names, labels and errors come from the user's files and the vendor: never markup.
+    name = escape(Path(result.image).name)
     if result.status == "failed":
-        show(f"{name}: [red]FAILED[/red] {result.error}")
+        show(f"{name}: [red]FAILED[/red] {escape(str(result.error))}")
         return
     if result.status == "budget":
         bought = f"; {result.estimation_votes} estimation votes bought" if result.estimation_votes else ""
-        show(f"{name}: [yellow]NOT CERTIFIED[/yellow] (budget exhausted{bought})")
+        show(f"{name}: [yellow]UNFUNDED[/yellow] (budget exhausted{bought}; {result.queries} queries)")
         return
+    label, clean = escape(str(result.label)), escape(str(result.reference_label))
     agree = (
         ""
         if result.reference_label is None
@@ -414,13 +444,17 @@ def _print_line(result: ImageResult, show: Callable[[str], None] = out.print) ->
     )
     votes = f"{result.votes_for_candidate}/{result.estimation_votes} votes"
     if result.status == "certified":
-        verdict = f"[green]{result.label}[/green] radius {result.radius:.3f}{agree}"
+        verdict = f"[green]{label}[/green] radius {result.radius:.3f}{agree}"
     elif result.status == "predicted":
-        verdict = f"[green]{result.label}[/green]{agree}"
+        verdict = f"[green]{label}[/green]{agree}"
     else:
-        verdict = f"[yellow]ABSTAIN[/yellow] ({result.abstain_reason}; candidate {result.candidate})"
-    drift = f"  [red]model versions {result.model_versions}[/red]" if len(result.model_versions) > 1 else ""
-    show(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {result.reference_label}{drift}")
+        verdict = (
+            f"[yellow]ABSTAIN[/yellow] ({escape(str(result.abstain_reason))}; "
+            f"candidate {escape(str(result.candidate))})"
+        )
+    versions = escape(str(result.model_versions))
+    drift = f"  [red]model versions {versions}[/red]" if len(result.model_versions) > 1 else ""
+    show(f"{name}: {verdict}  {votes}, {result.queries} queries, clean: {clean}{drift}")
 
 
 def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) -> None:
@@ -438,18 +472,19 @@ def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) ->
         f"{report.requests} requests, {report.retries} retries, {report.throttled} throttled; "
         f"spent {format_usd(spent.micro_usd)} for {spent.queries} billable queries{unsure}"
         f"{' at list price (emulated vendor: nothing billed)' if emulated else ''}; "
-        f"{report.seconds:.1f} s; journal {report.journal}"
+        f"{report.seconds:.1f} s; journal {escape(str(report.journal))}"
     )
     if report.allocation is not None:
         _print_spending(report)
     if failed:
         out.print(
-            f"[red]{len(failed)} image(s) failed[/red]: " + ", ".join(Path(r.image).name for r in failed)
+            f"[red]{len(failed)} image(s) failed[/red]: "
+            + escape(", ".join(Path(r.image).name for r in failed))
         )
     if skipped:
         out.print(
-            f"[yellow]budget exhausted: {len(skipped)} image(s) left uncertified[/yellow]: "
-            + ", ".join(Path(r.image).name for r in skipped)
+            f"[yellow]budget exhausted: {len(skipped)} image(s) left unfunded[/yellow]: "
+            + escape(", ".join(Path(r.image).name for r in skipped))
         )
     if report.unanswered_in_flight:
         out.print(
@@ -457,7 +492,7 @@ def _print_report(report: JobReport, *, sigma: float, emulated: bool = False) ->
             "as billed and re-sent, so up to that many may have been billed twice."
         )
     if report.aborted is not None:
-        out.print(f"[red]job aborted[/red]: {report.aborted}")
+        out.print(f"[red]job aborted[/red]: {escape(report.aborted)}")
 
 
 def _print_spending(report: JobReport) -> None:
@@ -660,9 +695,13 @@ def replay(
     if out_file:
         marker = {"parameters": replayed.parameters, "changed": replayed.changed}
         settings = CertificationSettings(**replayed.parameters)
-        with out_file.open("w") as handle:
-            for result in replayed.results:
-                handle.write(json.dumps(_row(path.stem, settings, result) | {"replay": marker}) + "\n")
+        try:
+            with _jsonl(out_file) as handle:
+                assert handle is not None
+                for result in replayed.results:
+                    handle.write(json.dumps(_row(path.stem, settings, result) | {"replay": marker}) + "\n")
+        except OSError as exc:
+            _fail(str(exc))
     _print_summary(replayed.results, sigma)
     bought = sum(result.queries for result in replayed.results)
     out.print(f"Replayed from the journal: no query sent; the job bought {bought} queries.")
@@ -694,6 +733,7 @@ def report_command(
     read them (the journal keeps their absolute paths); otherwise it says so and shows none.
     """
     from apiwrap.engine.jobs import journal_path
+    from apiwrap.engine.journal import Journal
     from apiwrap.reports import load_job, write_csv, write_html, write_png
 
     if html is None and csv is None and png is None:
@@ -701,18 +741,23 @@ def report_command(
     if len(jobs) > 1 and (html is not None or csv is not None):
         _fail("--html and --csv report one job; --png compares several")
     try:
-        loaded = [
-            load_job(Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job)) for job in jobs
-        ]
+        paths = [Path(job) if job.endswith(".sqlite") else journal_path(runs_dir, job) for job in jobs]
+        for path in paths:
+            # a report is read as evidence: its journal must be as apiwrap wrote it
+            Journal.open_existing(path, check_rows=True).close()
+        loaded = [load_job(path) for path in paths]
         if html is not None:
-            write_html(loaded[0], html, copies=3 if samples else 0)
+            with _results_file(html) as temporary:
+                write_html(loaded[0], temporary, copies=3 if samples else 0)
         if csv is not None:
-            write_csv(loaded[0], csv)
+            with _results_file(csv) as temporary:
+                write_csv(loaded[0], temporary)
         if png is not None:
-            write_png(loaded, png)
+            with _results_file(png) as temporary:
+                write_png(loaded, temporary)
     except (ApiwrapError, OSError) as exc:
         _fail(str(exc))
-    console.print("wrote " + ", ".join(str(path) for path in (html, csv, png) if path is not None))
+    console.print("wrote " + escape(", ".join(str(path) for path in (html, csv, png) if path is not None)))
 
 
 app.command("jobs")(list_jobs)
@@ -722,3 +767,4 @@ app.command("eval-denoiser")(eval_denoiser)
 app.command("emulate")(emulate)
 app.command("serve")(serve)
 readable_help(app)
+app.command("verify")(verify)

@@ -57,14 +57,18 @@ class SourceImage:
 
 
 def find_images(paths: list[Path]) -> list[Path]:
-    """Expand folders into their image files (sorted); files are kept as given."""
-    found: list[Path] = []
+    """Expand folders into their image files (sorted); files are kept as given. A file reached
+    twice (``d`` and ``d/a.png``, or two spellings of one path) is kept once, where first met: a
+    job certifies each file once."""
+    found: dict[Path, Path] = {}
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES and p.is_file()))
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _SUFFIXES and p.is_file())
         else:
-            found.append(path)
-    return found
+            files = [path]
+        for file in files:
+            found.setdefault(file.resolve(), file)
+    return list(found.values())
 
 
 def _resize_and_crop(image: Image.Image, size: int) -> Image.Image:

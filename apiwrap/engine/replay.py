@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from apiwrap.engine.journal import Journal
 from apiwrap.errors import ConfigurationError, JournalError
@@ -62,10 +62,13 @@ def replay_journal(
     job never bought is an error. Changing n0 is only meaningful for the fixed design:
     sequential estimation indices start at the job's n0.
 
-    Each result's ``queries`` is what the job bought for the image (a replay sends none),
-    and the replay is recorded in the journal with the parameters that differ from the job's.
+    Each result's ``queries`` is what the job bought for the image (its votes in the journal; a
+    replay sends none); an image the budget left unfunded stays unfunded, and one that failed
+    stays failed. The journal must pass :func:`~apiwrap.engine.journal.check_journal` (no vote
+    edited since it was written), and the replay is recorded in it with the parameters that
+    differ from the job's.
     """
-    journal = Journal.open_existing(path)
+    journal = Journal.open_existing(path, check_rows=True)
     try:
         settings = _stored_settings(journal, path)
         if n0 is not None and settings.design != "fixed":
@@ -85,11 +88,15 @@ def replay_journal(
         }
         results = []
         for image in journal.images():
-            if image.status != "done":
-                error = image.error or f"image {image.status}"
-                results.append(ImageResult(image=image.name, status="failed", error=error))
-                continue
             votes = {record.sample_index: record for record in journal.votes(image.image_id)}
+            if image.status != "done":
+                # Unfunded ("budget") keeps its status; anything else (pending: a killed run) failed.
+                status: Literal["budget", "failed"] = "budget" if image.status == "budget" else "failed"
+                error = image.error or f"image {image.status}"
+                result = _unfinished(image.name, status, error, image.result, len(votes))
+                result.digest = image.digest
+                results.append(result)
+                continue
             try:
                 # Where the job's budget allocator stopped the image, the replay stops it too.
                 admit = journaled_stop(image.result)
@@ -106,6 +113,22 @@ def replay_journal(
         return Replay(results, parameters, changed)
     finally:
         journal.close()
+
+
+def _unfinished(
+    name: str, status: Literal["budget", "failed"], error: str, stored: dict[str, Any] | None, queries: int
+) -> ImageResult:
+    """An image that has no certificate to replay, with what the job bought for it."""
+    estimation_votes = (stored or {}).get("estimation_votes", 0)
+    abstain_reason = (stored or {}).get("abstain_reason") if status == "budget" else None
+    return ImageResult(
+        image=name,
+        status=status,
+        error=error,
+        queries=queries,
+        estimation_votes=estimation_votes,
+        abstain_reason=abstain_reason,
+    )
 
 
 def _journal_fetch(votes: dict[int, QueryRecord]) -> Fetch:

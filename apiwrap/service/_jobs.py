@@ -32,7 +32,7 @@ from apiwrap.service._errors import Conflict, NotFound
 from apiwrap.service._logging import log_event
 from apiwrap.service._metrics import GaugeSample, Metrics
 from apiwrap.service._models import Job, JobSpend, Progress, money, utc_time
-from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store, private_file
+from apiwrap.service._store import IdempotencyRow, JobRow, JobStatus, Store
 from apiwrap.service._vendors import SharedVendor, count_request
 from apiwrap.statistics.procedures import CertificationSettings, ImageResult
 
@@ -249,8 +249,6 @@ class JobManager:
         try:
             if admitted is not None:
                 await admitted(settings)
-            # run_job opens the journal with SQLite, which would create it with the umask's mode.
-            await asyncio.to_thread(private_file, journal_path(self._config.runs_dir, job_id))
             await asyncio.to_thread(
                 self._store.create_job,
                 job_id,
@@ -283,7 +281,6 @@ class JobManager:
 
     def _resume(self, row: JobRow, images: list[tuple[str, bytes]], prior: tuple[int, int, int]) -> None:
         settings = CertificationSettings(**row.settings)
-        private_file(journal_path(self._config.runs_dir, row.id))
         ticket = self._admission.resume(row.tenant, settings, row.images, prior)
         self._start_task(row, settings, images, prior, ticket)
 
