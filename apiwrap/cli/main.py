@@ -71,6 +71,7 @@ SizeOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "s
 TargetRadiusOpt = Annotated[float | None, typer.Option(help=_help(CertificationOptions, "target_radius"))]
 MaxQueriesOpt = Annotated[int | None, typer.Option(help=_help(CertificationOptions, "max_queries"))]
 SelectionOpt = Annotated[Selection, typer.Option(help=_help(CertificationOptions, "selection"))]
+FutilityOpt = Annotated[float, typer.Option(help=_help(CertificationOptions, "futility"))]
 OutOpt = Annotated[Path | None, typer.Option(help="Write one JSON line per image here.")]
 JobOpt = Annotated[str | None, typer.Option(help=_help(JobOptions, "job"))]
 RunsOpt = Annotated[Path, typer.Option(help="Folder of job journals.")]
@@ -407,6 +408,7 @@ def certify(
     target_radius: TargetRadiusOpt = SETTINGS.target_radius,
     max_queries: MaxQueriesOpt = SETTINGS.max_queries,
     selection: SelectionOpt = SETTINGS.selection,
+    futility: FutilityOpt = SETTINGS.futility,
     allocate: AllocateOpt = RUN.allocate,
     report: ReportDirOpt = None,
     ray: RayOpt = None,
@@ -462,6 +464,7 @@ def estimate(
     target_radius: TargetRadiusOpt = SETTINGS.target_radius,
     max_queries: MaxQueriesOpt = SETTINGS.max_queries,
     selection: SelectionOpt = SETTINGS.selection,
+    futility: FutilityOpt = SETTINGS.futility,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
     prices: PricesOpt = None,
 ) -> None:

@@ -180,12 +180,14 @@ def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign
     if settings.design == "target":
         assert settings.target_radius is not None
         return default_target_design(
-            settings.sigma, settings.alpha, settings.target_radius, settings.max_queries
+            settings.sigma, settings.alpha, settings.target_radius, settings.max_queries, settings.futility
         )
     # Stop at the radii a report reads: buying more queries than it takes to pass the next
     # of them buys nothing a reader sees.
     ladder = report_radii(settings.sigma)
-    return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries, ladder)
+    return default_best_radius_design(
+        settings.sigma, settings.alpha, settings.max_queries, ladder, settings.futility
+    )
 
 
 async def _select(settings: CertificationSettings, fetch: Fetch) -> tuple[str | None, list[QueryRecord]]:

@@ -98,7 +98,9 @@ def best_radius_false_certificate_probability(design: BestRadiusDesign, p: float
             certified = best > design.p_needed
             stopped = np.ones(state.shape, dtype=bool)
         else:
-            futile, done = design._stops(best, np.fmax(best, np.nan_to_num(projected[row])[None, :]))
+            counts = np.arange(cap + 1)[None, :]
+            proj = np.fmax(best, np.nan_to_num(projected[row])[None, :])
+            futile, done = design._stops(best, proj, np.full(counts.shape, row), counts)
             certified, stopped = done & ~futile, futile | done
         false_certificates += float(state[certified & (best > p)].sum())
         state = np.where(stopped, 0.0, state)
