@@ -49,6 +49,7 @@ __all__ = [
     "Fetch",
     "ImageResult",
     "decide",
+    "design_of",
     "run_procedure",
     "sample_ranges",
 ]
@@ -176,7 +177,8 @@ async def _fixed(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
     return decide(settings, reference[0], selection, estimation)
 
 
-def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign:
+def design_of(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign:
+    """The sequential design a job of these settings runs (target or best-radius)."""
     if settings.design == "target":
         assert settings.target_radius is not None
         return default_target_design(
@@ -222,7 +224,7 @@ def _votes_until_decidable(design: MixtureDesign | BestRadiusDesign, n: int, k: 
 
 
 async def _sequential(settings: CertificationSettings, fetch: Fetch, admit: Admit | None) -> ImageResult:
-    design = _design(settings)
+    design = design_of(settings)
     reference_task = asyncio.ensure_future(fetch([CLEAN_SAMPLE]))
     try:
         if settings.selection == "clean":
