@@ -121,6 +121,38 @@ def futility_study(trials: int, rng: np.random.Generator) -> None:
         )
     prior, chance = min(eligible, key=eligible.__getitem__)
     print(f"\nChosen by the rule: **Beta({prior[0]:g},{prior[1]:g}), threshold {chance:g}**.")
+    best_radius_futility(trials, rng, prior, chance)
+
+
+def best_radius_futility(
+    trials: int, rng: np.random.Generator, prior: tuple[float, float], chance: float
+) -> None:
+    """The default best-radius design (ladder) without and with the chosen rule."""
+    looks = every(CAP // 8, CAP)
+    plain = BestRadiusDesign(SIGMA, ALPHA, looks=looks, bound="bonferroni", ladder=LADDER)
+    futile = BestRadiusDesign(
+        SIGMA,
+        ALPHA,
+        looks=looks,
+        bound="bonferroni",
+        ladder=LADDER,
+        futility_chance=chance,
+        futility_prior=prior,
+    )
+    print(f"\n## Best-radius mode with the chosen rule: alpha = {ALPHA}, sigma = {SIGMA}, cap {CAP}\n")
+    print("Cells: mean queries : % certified at radius >= " + " / ".join(f"{r:g}" for r in LADDER) + ".\n")
+    print("| design | " + " | ".join(f"pA {p}" for p in BEST_PAS) + " |")
+    print("|---|" + "---|" * len(BEST_PAS))
+    rows: dict[str, list[str]] = {"CP/8 every 50, ladder (default)": [], f"the same, futility {chance:g}": []}
+    for p in BEST_PAS:
+        votes = rng.random((trials, CAP)) < p
+        for cells, design in zip(rows.values(), (plain, futile), strict=True):
+            result = design.simulate(votes)
+            r = np.where(result.certified, result.radius, -1.0)
+            rates = [(r > 0).mean(), *((r >= rung).mean() for rung in LADDER[1:])]
+            cells.append(f"{result.n_votes.mean():.0f} : " + " / ".join(f"{100 * x:.0f}" for x in rates))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def best_designs() -> dict[str, BestRadiusDesign]:
