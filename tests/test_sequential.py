@@ -389,3 +389,11 @@ def test_futility_chance_outside_zero_to_one_is_refused(chance: float) -> None:
         MixtureDesign(SIGMA, ALPHA, SIGMA, futility_chance=chance)
     with pytest.raises(ValueError, match="futility_chance"):
         BestRadiusDesign(SIGMA, ALPHA, futility_chance=chance)
+
+
+@pytest.mark.parametrize("prior", [(1.0, 0.0), (-1.0, 1.0), (1.0, math.inf)])
+def test_a_futility_prior_that_is_no_beta_distribution_is_refused(prior: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="futility_prior"):
+        MixtureDesign(SIGMA, ALPHA, SIGMA, futility_prior=prior)
+    with pytest.raises(ValueError, match="futility_prior"):
+        BestRadiusDesign(SIGMA, ALPHA, futility_prior=prior)

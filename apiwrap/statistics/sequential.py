@@ -287,8 +287,8 @@ class TargetDesign:
     whole cap would certify about half the time (its least certifying count / cap): images below it
     are certified within the cap mostly by luck, and chasing them is what costs queries.
     With futility_chance > 0, also stop when the predictive probability of certifying at a later
-    look within the cap (`predictive_chance`, uniform prior on pA, the calibrated boundary, later
-    futility stops ignored) is below futility_chance.
+    look within the cap (`predictive_chance` with prior futility_prior on pA, the calibrated
+    boundary, later futility stops ignored) is below futility_chance.
     """
 
     sigma: float
@@ -314,6 +314,8 @@ class TargetDesign:
             raise ValueError(f"calibration must be one of {calibrations}")
         if not (math.isfinite(self.futility_chance) and 0 <= self.futility_chance < 1):
             raise ValueError("futility_chance must be a finite number in [0, 1)")
+        if not all(math.isfinite(x) and x > 0 for x in self.futility_prior):
+            raise ValueError("futility_prior must be two finite numbers > 0")
 
     @functools.cached_property
     def p_futile(self) -> float:
@@ -617,6 +619,8 @@ class BestRadiusDesign:
             raise ValueError("need tolerance, min_radius >= 0")
         if not (math.isfinite(self.futility_chance) and 0 <= self.futility_chance < 1):
             raise ValueError("futility_chance must be a finite number in [0, 1)")
+        if not all(math.isfinite(x) and x > 0 for x in self.futility_prior):
+            raise ValueError("futility_prior must be two finite numbers > 0")
 
     @property
     def max_queries(self) -> int:
