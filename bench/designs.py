@@ -43,6 +43,8 @@ class GroupSequentialDesign(TargetDesign):
     futility_beta: float = 0.05
     calibration: str = "bonferroni"
     futility_p: float | None = None
+    futility_chance: float = 0.0
+    futility_prior: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         self._validate(("bonferroni", "exact"))

@@ -7,7 +7,10 @@ query included) and certified accuracy at r = 0, 0.125, 0.25, 0.375, 0.5, for
 * ``seed``: fixed n0 = 20, n = 100 (its ceiling is 1.5 sigma = 0.375);
 * ``target``: is the image certified at R = 0.25 (= sigma)? leader selection, cap 400;
 * ``target-clean``: the same with the vendor's clean label as candidate (no selection votes);
+* ``target-clean-futility``: ``target-clean`` with the predictive futility rule at the doors'
+  default threshold (the rows above run without it);
 * ``best``: the largest radius within 400 estimation queries per image;
+* ``best-clean-futility``: the same with the clean-label candidate and the futility rule;
 * ``target-budget``: ``target`` for the whole batch under one money budget (``--budget-usd``,
   local vendor priced at AWS's $1.00 per 1,000 images), spent by the allocator: likely
   certificates funded first, hopeless images given up;
@@ -31,6 +34,7 @@ from statistics import mean
 from apiwrap.budgets import Price, PriceTable, format_usd
 from apiwrap.engine.images import find_images
 from apiwrap.engine.jobs import JobReport, JobSpec, run_job
+from apiwrap.engine.settings import FUTILITY
 from apiwrap.statistics.procedures import CertificationSettings
 from apiwrap.statistics.radii import report_radii
 from apiwrap.statistics.summary import certified_accuracy, certified_at, spending
@@ -42,7 +46,15 @@ DESIGNS: dict[str, dict[str, object]] = {
     "fixed-clean": {"n0": 20, "n": 100, "selection": "clean"},
     "target": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "leader"},
     "target-clean": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "clean"},
+    "target-clean-futility": {
+        "design": "target",
+        "target_radius": 0.25,
+        "max_queries": 400,
+        "selection": "clean",
+        "futility": FUTILITY,
+    },
     "best": {"design": "best", "max_queries": 400, "selection": "leader"},
+    "best-clean-futility": {"design": "best", "max_queries": 400, "selection": "clean", "futility": FUTILITY},
     "target-budget": {"design": "target", "target_radius": 0.25, "max_queries": 400, "selection": "leader"},
     "target-first-come": {
         "design": "target",
@@ -64,7 +76,11 @@ def run(name: str, images: list[Path], args: argparse.Namespace) -> JobReport:
         denoiser=args.denoiser,
         **DESIGNS[name],  # type: ignore[arg-type]
     )
-    job = f"denoisers-{args.vendor}-{args.denoiser}" if name == "seed" else f"queries-{args.vendor}-{name}"
+    job = (
+        f"denoisers-{args.vendor}-{args.denoiser}"
+        if name == "seed"
+        else f"queries-{args.vendor}-{args.denoiser}-{name}"
+    )
     budget: dict[str, object] = {}
     if name in BUDGETED:
         job += f"-{args.budget_usd}usd"

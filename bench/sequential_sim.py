@@ -10,7 +10,13 @@ Target-radius mode is run at the setting of certification.md's reference figures
 chosen by a rule fixed before measuring: least mean queries over those four pA, among designs that
 certify at each of them at least as often as fixed n = 400 (minus 0.5 points).
 
-    python -m bench.sequential_sim [--trials 20000] [--seed 0]
+The predictive futility rule (``--futility``: only that study) is chosen the same way, before
+any dev image is certified: among the uniform prior and the design's own Beta(1, 1/2) and the
+thresholds 0.01 / 0.02 / 0.05 / 0.1, the least mean queries over the whole pA grid among those
+losing at most 1 point of certification rate at pA 0.999 and 0.99 and at most 4 points on average
+over 0.999 / 0.99 / 0.97 / 0.95 (one certificate in 25: the issue allows one fewer of its 23).
+
+    python -m bench.sequential_sim [--trials 20000] [--seed 0] [--futility]
 """
 
 from __future__ import annotations
@@ -65,6 +71,90 @@ def target_designs() -> dict[str, object]:
     return designs
 
 
+FUTILITY_PRIORS = ((1.0, 1.0), (1.0, 0.5))
+FUTILITY_CHANCES = (0.01, 0.02, 0.05, 0.1)
+CERTIFYING_PAS = (0.999, 0.99, 0.97, 0.95)
+
+
+def futility_designs() -> dict[tuple[float, float] | None, dict[float, MixtureDesign]]:
+    """The default target design without the predictive rule (key None) and with each candidate."""
+    gs = dict(sigma=SIGMA, alpha=ALPHA, target_radius=RADIUS, calibration="exact")
+    designs: dict[tuple[float, float] | None, dict[float, MixtureDesign]] = {None: {0.0: MixtureDesign(**gs)}}
+    for prior in FUTILITY_PRIORS:
+        designs[prior] = {
+            chance: MixtureDesign(**gs, futility_chance=chance, futility_prior=prior)
+            for chance in FUTILITY_CHANCES
+        }
+    return designs
+
+
+def futility_study(trials: int, rng: np.random.Generator) -> None:
+    designs = futility_designs()
+    runs = {(prior, chance): design for prior, row in designs.items() for chance, design in row.items()}
+    queries: dict[object, list[float]] = {key: [] for key in runs}
+    rates: dict[object, dict[float, float]] = {key: {} for key in runs}
+    cells: dict[object, list[str]] = {key: [] for key in runs}
+    for p in TARGET_PAS:
+        votes = rng.random((trials, CAP)) < p
+        for key, design in runs.items():
+            result = design.simulate(votes)
+            queries[key].append(float(result.n_votes.mean()))
+            rates[key][p] = float(result.certified.mean())
+            cells[key].append(f"{result.n_votes.mean():.1f} / {result.certified.mean():.3f}")
+    print(f"## Predictive futility: R = sigma, alpha = {ALPHA}, cap {CAP}, {trials} streams per pA\n")
+    print("Cells: mean queries / certification rate (estimation votes only).\n")
+    print("| prior, threshold | " + " | ".join(f"pA {p}" for p in TARGET_PAS) + " | mean | eligible |")
+    print("|---|" + "---|" * (len(TARGET_PAS) + 2))
+    base = rates[(None, 0.0)]
+    eligible = {}
+    for key in runs:
+        prior, chance = key
+        loss = {p: base[p] - rates[key][p] for p in CERTIFYING_PAS}
+        ok = loss[0.999] <= 0.01 and loss[0.99] <= 0.01 and float(np.mean(list(loss.values()))) <= 0.04
+        if ok and prior is not None:
+            eligible[key] = float(np.mean(queries[key]))
+        name = "none (default design)" if prior is None else f"Beta({prior[0]:g},{prior[1]:g}), {chance:g}"
+        print(
+            f"| {name} | "
+            + " | ".join(cells[key])
+            + f" | {np.mean(queries[key]):.1f} | {'yes' if ok else 'no'} |"
+        )
+    prior, chance = min(eligible, key=eligible.__getitem__)
+    print(f"\nChosen by the rule: **Beta({prior[0]:g},{prior[1]:g}), threshold {chance:g}**.")
+    best_radius_futility(trials, rng, prior, chance)
+
+
+def best_radius_futility(
+    trials: int, rng: np.random.Generator, prior: tuple[float, float], chance: float
+) -> None:
+    """The default best-radius design (ladder) without and with the chosen rule."""
+    looks = every(CAP // 8, CAP)
+    plain = BestRadiusDesign(SIGMA, ALPHA, looks=looks, bound="bonferroni", ladder=LADDER)
+    futile = BestRadiusDesign(
+        SIGMA,
+        ALPHA,
+        looks=looks,
+        bound="bonferroni",
+        ladder=LADDER,
+        futility_chance=chance,
+        futility_prior=prior,
+    )
+    print(f"\n## Best-radius mode with the chosen rule: alpha = {ALPHA}, sigma = {SIGMA}, cap {CAP}\n")
+    print("Cells: mean queries : % certified at radius >= " + " / ".join(f"{r:g}" for r in LADDER) + ".\n")
+    print("| design | " + " | ".join(f"pA {p}" for p in BEST_PAS) + " |")
+    print("|---|" + "---|" * len(BEST_PAS))
+    rows: dict[str, list[str]] = {"CP/8 every 50, ladder (default)": [], f"the same, futility {chance:g}": []}
+    for p in BEST_PAS:
+        votes = rng.random((trials, CAP)) < p
+        for cells, design in zip(rows.values(), (plain, futile), strict=True):
+            result = design.simulate(votes)
+            r = np.where(result.certified, result.radius, -1.0)
+            rates = [(r > 0).mean(), *((r >= rung).mean() for rung in LADDER[1:])]
+            cells.append(f"{result.n_votes.mean():.0f} : " + " / ".join(f"{100 * x:.0f}" for x in rates))
+    for name, cells in rows.items():
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def best_designs() -> dict[str, BestRadiusDesign]:
     few = (100, 200, 400)
     return {
@@ -111,9 +201,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--futility", action="store_true", help="Only the predictive futility study.")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
+    if args.futility:
+        futility_study(args.trials, rng)
+        print(f"\n({time.perf_counter() - started:.0f} s)")
+        return
 
     designs = target_designs()
     rows: dict[str, list[str]] = {"fixed n = 400": [], "fixed n = 100 (seed)": []}

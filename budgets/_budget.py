@@ -258,6 +258,14 @@ class Budget:
         self._reserved_micro_usd -= reservation.cost_micro_usd
         self._reserved_queries -= reservation.queries
 
+    def require(self, cost_micro_usd: int, queries: int) -> None:
+        """Raise :class:`BudgetExceeded` unless ``queries`` costing ``cost_micro_usd`` fit now; holds nothing.
+
+        The check before a job whose queries are known in advance (a fixed design): refused
+        with the budget's own figures instead of buying votes that can never make a certificate.
+        """
+        self.release(self.reserve(cost_micro_usd, queries))
+
     def release(self, reservation: Reservation) -> None:
         """Give back a reservation whose query was never sent."""
         self.settle(reservation, billed=False)

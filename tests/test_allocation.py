@@ -126,3 +126,18 @@ def test_a_round_funds_the_likeliest_and_waits_for_every_image() -> None:
         "hopeless": Admission.HOPELESS,
         "fresh": Admission.GRANTED,  # 25 fit once "likely" no longer competes for the 30
     }
+
+
+def test_under_a_budget_the_futility_rule_gives_up_the_hopeless_images_itself(tmp_path: Path) -> None:
+    spent = {}
+    for futility in (0.0, 0.1):
+        settings = _settings(design="target", target_radius=0.25, futility=futility)
+        spec = _spec(tmp_path, f"futility-{futility}", settings=settings, max_queries=5000)
+        report = _run(spec, FaultyVendor(share_of=_bright_is_clear), _mixed_images())
+        dark = [r for r in report.results if r.image.startswith("dark")]
+        assert all(r.status == "certified" for r in report.results if r.image.startswith("bright"))
+        assert all(r.status == "abstained" for r in dark)
+        spent[futility] = sum(r.queries for r in dark)
+        if futility:
+            assert all(r.abstain_reason == AbstainReason.FUTILE.value for r in dark)
+    assert spent[0.1] < spent[0.0] / 2

@@ -107,7 +107,8 @@ def test_a_budgeted_sequential_job_reports_what_the_budget_bought(tmp_path: Path
         "--denoiser",
         "fast-stab-s025",
     ]
-    budget = ["--max-queries", "200", "--max-job-queries", "12", "--size", "160"]
+    # Without the futility rule, which could give the image up before the budget runs out.
+    budget = ["--max-queries", "200", "--max-job-queries", "12", "--size", "160", "--futility", "0"]
     result = runner.invoke(app, [*args, *budget, "--runs-dir", str(tmp_path), "--job", "budgeted"])
     assert result.exit_code == 4, result.output  # the budget ran out
     assert "What the budget bought" in result.output

@@ -30,6 +30,7 @@ from apiwrap.statistics.sequential import (
     default_target_design,
     every,
     mixture_lower_bound,
+    predictive_chance,
 )
 from bench.designs import GroupSequentialDesign
 
@@ -301,3 +302,98 @@ def test_ladder_buys_votes_only_to_pass_the_next_rung() -> None:
     below = design.start().look(100, 80)  # 0.25 out of reach: keep the small certificate, stop paying
     assert below.verdict is Verdict.CERTIFIED and 0 < below.radius < 0.25
     assert design.start().look(100, 60).verdict is Verdict.FUTILE  # no certificate within reach
+
+
+# ------------------------------------------------------------------ predictive futility
+
+
+def test_predictive_chance_is_the_posterior_average_of_the_crossing_probability() -> None:
+    # Independent route: integrate P(reach the boundary from (n, k) | pA = p) over the Beta
+    # posterior by quadrature, the crossing probability propagated forward for each p.
+    looks, prior = (5, 10, 20, 30), (2.0, 1.5)  # densities bounded: the quadrature is accurate
+    boundary = np.array([6, 10, 18, 26])  # 6 > 5: the first look cannot certify
+    reached = np.arange(31)[None, :] >= boundary[:, None]
+    chance = predictive_chance(looks, reached, prior)
+    grid = np.linspace(0.0005, 0.9995, 1000)
+    for i, k in ((0, 3), (0, 5), (1, 8), (2, 15)):
+        n = looks[i]
+        crossing = []
+        for p in grid:
+            dist, hit = np.zeros(31), 0.0
+            dist[k] = 1.0
+            for j in range(i + 1, len(looks)):
+                step = stats.binom.pmf(np.arange(looks[j] - looks[j - 1] + 1), looks[j] - looks[j - 1], p)
+                dist = np.convolve(dist, step)[:31]
+                hit += dist[boundary[j] :].sum()
+                dist[boundary[j] :] = 0.0
+            crossing.append(hit)
+        weights = stats.beta.pdf(grid, prior[0] + k, prior[1] + n - k)
+        expected = float(np.sum(weights * np.array(crossing)) / np.sum(weights))
+        assert chance[i, k] == pytest.approx(expected, abs=2e-3)
+
+
+def test_predictive_futility_stops_hopeless_images_sooner_and_never_certifies_more() -> None:
+    rng = np.random.default_rng(8)
+    plain = default_target_design(SIGMA, 0.001, SIGMA)
+    futile = default_target_design(SIGMA, 0.001, SIGMA, futility_chance=0.05)
+    assert np.all(futile.certify_boundary == plain.certify_boundary)  # same calibration
+    assert np.all(futile.futility_boundary >= plain.futility_boundary)
+    for p in (0.5, 0.8, 0.9):
+        votes = rng.random((2000, 400)) < p
+        before, after = plain.simulate(votes), futile.simulate(votes)
+        assert after.n_votes.mean() < 0.8 * before.n_votes.mean()
+        assert np.all(after.n_votes <= before.n_votes)
+        assert not np.any(after.certified & ~before.certified)  # only stops, on the same votes
+    votes = rng.random((2000, 400)) < 0.999
+    assert futile.simulate(votes).certified.mean() >= plain.simulate(votes).certified.mean() - 0.01
+
+
+def test_best_radius_futility_only_stops_sooner() -> None:
+    rng = np.random.default_rng(9)
+    ladder = (0.0, 0.125, 0.25, 0.375, 0.5)
+    plain = default_best_radius_design(SIGMA, 0.001, 400, ladder)
+    futile = default_best_radius_design(SIGMA, 0.001, 400, ladder, futility_chance=0.05)
+    for p in (0.5, 0.95):
+        votes = rng.random((2000, 400)) < p
+        before, after = plain.simulate(votes), futile.simulate(votes)
+        assert after.n_votes.mean() < before.n_votes.mean()
+        assert np.all(after.n_votes <= before.n_votes)
+        # A stop keeps the bound reached so far: never a larger radius than without the rule.
+        assert np.all(np.nan_to_num(after.p_lower) <= np.nan_to_num(before.p_lower) + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "design",
+    [
+        default_target_design(SIGMA, ALPHA, SIGMA, 400, 0.05),
+        default_best_radius_design(SIGMA, ALPHA, 400, (0.0, 0.125, 0.25, 0.375, 0.5), 0.05),
+        default_best_radius_design(SIGMA, ALPHA, 400, (), 0.1),
+    ],
+    ids=["target", "best-ladder", "best-plateau"],
+)
+def test_look_matches_simulate_with_predictive_futility(design) -> None:
+    rng = np.random.default_rng(6001)
+    p = rng.choice([0.5, 0.7, 0.84, 0.9, 0.97, 0.999], size=60)
+    votes = fresh_votes(p, design.max_queries, rng)
+    sim = design.simulate(votes)
+    assert np.any(sim.verdict == 1)  # the rule did stop some streams
+    for i in range(len(p)):
+        decision = drive(design.start(), votes[i])
+        assert decision.n_votes == sim.n_votes[i]
+        assert (decision.verdict is Verdict.CERTIFIED) == sim.certified[i]
+
+
+@pytest.mark.parametrize("chance", [-0.1, 1.0, math.nan, math.inf])
+def test_futility_chance_outside_zero_to_one_is_refused(chance: float) -> None:
+    with pytest.raises(ValueError, match="futility_chance"):
+        MixtureDesign(SIGMA, ALPHA, SIGMA, futility_chance=chance)
+    with pytest.raises(ValueError, match="futility_chance"):
+        BestRadiusDesign(SIGMA, ALPHA, futility_chance=chance)
+
+
+@pytest.mark.parametrize("prior", [(1.0, 0.0), (-1.0, 1.0), (1.0, math.inf)])
+def test_a_futility_prior_that_is_no_beta_distribution_is_refused(prior: tuple[float, float]) -> None:
+    with pytest.raises(ValueError, match="futility_prior"):
+        MixtureDesign(SIGMA, ALPHA, SIGMA, futility_prior=prior)
+    with pytest.raises(ValueError, match="futility_prior"):
+        BestRadiusDesign(SIGMA, ALPHA, futility_prior=prior)

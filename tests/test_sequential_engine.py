@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 
 from apiwrap.engine.replay import replay_journal
 from apiwrap.engine.scheduler import RetryPolicy
+from apiwrap.engine.settings import (
+    FUTILITY,
+    CertificationOptions,
+    SettingsError,
+    parse_options,
+    resolve_settings,
+)
+from apiwrap.errors import ConfigurationError, JournalError
 from apiwrap.statistics.fixed import AbstainReason
 from apiwrap.statistics.procedures import CertificationSettings
 from tests.fakes import FaultRates, FaultyVendor
@@ -85,3 +95,50 @@ def test_a_vendor_that_always_fails_ends_selection_at_its_cap(tmp_path: Path) ->
     (result,) = _run(spec, vendor, _images(1)).results
     assert result.abstain_reason == AbstainReason.NO_SELECTION.value
     assert result.queries == 1 + 10
+
+
+# ------------------------------------------------------------------ predictive futility, end to end
+
+
+def _resolve(mode: str = "certify", **options: object) -> CertificationSettings:
+    return resolve_settings(parse_options(CertificationOptions, options), vendor="v", mode=mode)  # type: ignore[arg-type]
+
+
+def test_futility_is_a_sequential_setting_with_a_checked_range() -> None:
+    assert _resolve(target_radius=0.25).futility == FUTILITY > 0
+    assert _resolve(max_queries=200, futility=0).futility == 0
+    assert _resolve().futility == 0  # the fixed design buys all its samples
+    for bad in (1.0, -0.1, math.nan, math.inf):
+        with pytest.raises(SettingsError, match="futility"):
+            _resolve(target_radius=0.25, futility=bad)
+    with pytest.raises(SettingsError, match="futility: applies to sequential designs"):
+        _resolve(futility=0.1)
+    with pytest.raises(SettingsError, match="futility"):
+        _resolve("predict", futility=0.1)
+    with pytest.raises(ConfigurationError, match="futility"):
+        _settings(design="target", target_radius=0.25, futility=1.0)
+
+
+def test_predictive_futility_gives_up_hopeless_images_sooner(tmp_path: Path) -> None:
+    # 80% of the votes for the candidate: short of Phi(1) = 0.84, costly to rule out.
+    queries = {}
+    for futility in (0.0, 0.1):
+        settings = _settings(design="target", target_radius=0.25, futility=futility)
+        report = _run(
+            _spec(tmp_path, f"futility-{futility}", settings=settings),
+            FaultyVendor(cat_share=0.8),
+            _images(3),
+        )
+        assert all(r.abstain_reason == AbstainReason.FUTILE.value for r in report.results)
+        queries[futility] = sum(r.queries for r in report.results)
+        replayed = replay_journal(report.journal).results
+        assert [r.estimation_votes for r in replayed] == [r.estimation_votes for r in report.results]
+    assert queries[0.1] < queries[0.0] / 2
+
+
+def test_a_resume_with_another_futility_threshold_is_refused(tmp_path: Path) -> None:
+    settings = _settings(design="best", max_queries=100, futility=0.05)
+    _run(_spec(tmp_path, settings=settings), FaultyVendor(cat_share=0.9), _images(1))
+    other = dataclasses.replace(settings, futility=0.1)
+    with pytest.raises(JournalError, match="futility"):
+        _run(_spec(tmp_path, settings=other), FaultyVendor(cat_share=0.9), _images(1))

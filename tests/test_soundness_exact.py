@@ -78,3 +78,33 @@ def test_the_same_computation_flags_naive_peeking(alpha: float) -> None:
     naive = peeking_probability(looks, naive_peeking_boundary(looks, design.p_needed, alpha), design.p_needed)
     assert naive > 3 * alpha  # a valid test at each look, stopped at the first success: not valid
     assert target_false_certificate_probability(design) <= alpha  # the shipped design, same looks
+
+
+FUTILITY_CHANCES = (0.02, 0.05, 0.2)
+
+
+@pytest.mark.parametrize("chance", FUTILITY_CHANCES)
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize(("sigma", "radius"), TARGETS)
+def test_predictive_futility_only_lowers_the_target_false_certificate_rate(
+    sigma: float, radius: float, alpha: float, chance: float
+) -> None:
+    plain = default_target_design(sigma, alpha, radius, 400)
+    futile = default_target_design(sigma, alpha, radius, 400, chance)
+    with_rule = target_false_certificate_probability(futile)
+    assert with_rule <= target_false_certificate_probability(plain) <= alpha
+    assert target_false_certificate_probability(futile, futile.p_needed - 0.02) <= with_rule
+
+
+@pytest.mark.parametrize("chance", FUTILITY_CHANCES)
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize(("sigma", "cap"), ((0.12, 100), (0.5, 100), (0.25, 400)))
+def test_predictive_futility_only_lowers_the_best_radius_false_certificate_rate(
+    sigma: float, cap: int, alpha: float, chance: float
+) -> None:
+    plain = default_best_radius_design(sigma, alpha, cap, report_radii(sigma))
+    futile = default_best_radius_design(sigma, alpha, cap, report_radii(sigma), chance)
+    for rate in _worst_rates(futile._bounds[0], 4):
+        with_rule = best_radius_false_certificate_probability(futile, rate)
+        assert with_rule <= best_radius_false_certificate_probability(plain, rate) + 1e-15
+        assert with_rule <= alpha

@@ -131,6 +131,9 @@ RequestTimeoutOpt = Annotated[
     float,
     typer.Option(metavar="SECONDS", rich_help_panel=_RATE, help=_help(ConnectionOptions, "request_timeout")),
 ]
+FutilityOpt = Annotated[
+    float, typer.Option(rich_help_panel=_SEQ, help=_help(CertificationOptions, "futility"))
+]
 EmulateOpt = Annotated[
     bool,
     typer.Option(
@@ -564,6 +567,7 @@ def certify(
     target_radius: TargetRadiusOpt = SETTINGS.target_radius,
     max_queries: MaxQueriesOpt = SETTINGS.max_queries,
     selection: SelectionOpt = SETTINGS.selection,
+    futility: FutilityOpt = SETTINGS.futility,
     allocate: AllocateOpt = RUN.allocate,
     report: ReportDirOpt = None,
     ray: RayOpt = None,
@@ -608,6 +612,11 @@ def predict(
     _run("predict", ctx, locals())
 
 
+#: Agreements (the share of noisy copies the vendor labels as the candidate) at which estimate
+#: shows a sequential design's expected cost.
+ESTIMATE_AGREEMENTS = (0.5, 0.8, 0.9, 0.95, 0.99, 0.999)
+
+
 @app.command()
 def estimate(
     ctx: typer.Context,
@@ -620,12 +629,23 @@ def estimate(
     target_radius: TargetRadiusOpt = SETTINGS.target_radius,
     max_queries: MaxQueriesOpt = SETTINGS.max_queries,
     selection: SelectionOpt = SETTINGS.selection,
+    futility: FutilityOpt = SETTINGS.futility,
+    agreement_prior: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B",
+            help="Sequential designs: also the expected cost when the images' agreement is spread as "
+            "Beta(A, B).",
+        ),
+    ] = None,
     max_attempts: AttemptsOpt = CONNECTION.max_attempts,
     prices: PricesOpt = None,
 ) -> None:
     """Print the expected and worst-case cost of a job before running it.
 
     The settings are resolved as certify and predict resolve them (design, sigma, selection).
+    A sequential design's expected cost comes from its own stopping rule (futility included),
+    at several agreements of the vendor with the candidate, and optionally under a prior.
     """
     from apiwrap.budgets import PriceTable
     from apiwrap.budgets import estimate as budget_estimate
@@ -636,12 +656,15 @@ def estimate(
     try:
         settings = resolve_settings(_typed_settings(ctx, locals()), vendor=vendor, mode=mode)
         connection = parse_options(ConnectionOptions, {"max_attempts": max_attempts})
+        prior = None if agreement_prior is None else _beta_prior(agreement_prior)
         table = PriceTable.load(prices) if prices else PriceTable.default()
         cost = budget_estimate(table, vendor, len(files), settings.queries_per_image, connection.max_attempts)
     except SettingsError as exc:
         _fail_settings(exc)
     except ApiwrapError as exc:
         _fail(str(exc))
+    if prior is not None and settings.design == "fixed":
+        _fail("--agreement-prior: the fixed design buys the same queries whatever the agreement")
     design = "fixed design" if settings.design == "fixed" else f"{settings.design} design, at its cap"
     table_out = Table(
         title=f"Cost of {mode} on {len(files)} image(s) at {escape(vendor)} ({design}: "
@@ -651,6 +674,67 @@ def estimate(
     table_out.add_column("", justify="right")
     for label, value in cost.rows():
         table_out.add_row(label, value)
+    out.print(table_out)
+    if settings.design != "fixed":
+        _print_sequential_estimate(settings, len(files), table, connection.max_attempts, prior)
+
+
+def _beta_prior(text: str) -> tuple[float, float]:
+    import math
+
+    parts = text.split(",")
+    try:
+        a, b = (float(part) for part in parts)
+    except ValueError:
+        a = b = math.nan
+    if len(parts) != 2 or not (math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
+        raise SettingsError([("agreement_prior", f"must be A,B with finite A, B > 0 (got {text!r})")])
+    return a, b
+
+
+def _print_sequential_estimate(
+    settings: CertificationSettings,
+    images: int,
+    prices: Any,
+    max_attempts: int,
+    prior: tuple[float, float] | None,
+) -> None:
+    import math
+
+    from apiwrap.budgets import estimate as budget_estimate
+    from apiwrap.budgets import format_usd
+    from apiwrap.statistics.cost import prior_profile, stopping_profile
+    from apiwrap.statistics.procedures import design_of
+
+    design = design_of(settings)
+    # The clean query, and selection votes counted at their cap n0.
+    overhead = settings.queries_per_image - settings.max_queries
+    profiles = [(f"{p:g}", stopping_profile(design, p)) for p in ESTIMATE_AGREEMENTS]
+    if prior is not None:
+        profiles.append((f"Beta({prior[0]:g}, {prior[1]:g})", prior_profile(design, *prior)))
+    goal = f"radius >= {settings.target_radius:g}" if settings.design == "target" else "any radius"
+    table_out = Table(
+        title=f"Expected cost from the design's stopping rule (futility {settings.futility:g}; "
+        f"{overhead} quer{'y' if overhead == 1 else 'ies'} per image before estimation; certified: {goal})"
+    )
+    for column in (
+        "agreement",
+        "queries per image",
+        "most per image",
+        "certified",
+        "expected cost",
+    ):
+        table_out.add_column(column, justify="right")
+    for label, profile in profiles:
+        per_image = overhead + profile.expected_votes
+        batch = budget_estimate(prices, settings.vendor, 1, math.ceil(images * per_image), max_attempts)
+        table_out.add_row(
+            label,
+            f"{per_image:.1f}",
+            str(overhead + profile.most_votes),
+            f"{profile.certified:.0%}",
+            format_usd(batch.expected_micro_usd),
+        )
     out.print(table_out)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from apiwrap.adapters import Adapter, create_adapter
 from apiwrap.adapters.base import LABEL_RULE_VERSION
-from apiwrap.budgets import Budget, BudgetSnapshot, PriceTable
+from apiwrap.budgets import Budget, BudgetExceeded, BudgetSnapshot, PriceTable, format_usd
 from apiwrap.denoisers import load_denoiser
 from apiwrap.engine.allocator import AllocationStats, BudgetAllocator
 from apiwrap.engine.distributed import RayOptions, RayPreparer, require_ray, start_workers
@@ -168,6 +168,22 @@ def _allocator(spec: JobSpec, budget: Budget, micro_usd_per_query: int) -> Budge
     return BudgetAllocator(headroom)
 
 
+def _refuse_a_fixed_job_that_cannot_pay_one_image(spec: JobSpec, budget: Budget, micro_usd: int) -> None:
+    """A fixed design certifies nothing until an image has all its votes: a budget that cannot
+    pay for one image's full procedure would only buy votes that can never make a certificate."""
+    if spec.settings.design != "fixed" or (spec.max_usd is None and spec.max_queries is None):
+        return
+    per_image = spec.settings.queries_per_image
+    try:
+        budget.require(micro_usd * per_image, per_image)
+    except BudgetExceeded as exc:
+        raise BudgetExceeded(
+            f"the budget cannot pay for one image's full procedure ({per_image} queries, "
+            f"{format_usd(micro_usd * per_image)}), so no certificate could be bought: raise the budget, "
+            f"or use a sequential design (a target radius, or max_queries), which stops early ({exc})"
+        ) from None
+
+
 async def run_job(
     spec: JobSpec,
     images: list[tuple[str, Path | bytes]],
@@ -226,6 +242,8 @@ async def run_job(
             possibly_billed_micro_usd=possibly_micro_usd,
             possibly_billed_queries=possibly_queries,
         )
+        if spent_queries == 0:
+            _refuse_a_fixed_job_that_cannot_pay_one_image(spec, budget, price.micro_usd_per_image)
         preparer: SamplePreparer | RayPreparer
         owned: Adapter | None = None  # built here, so closed here; a lent adapter stays open
         if spec.ray is None:

@@ -57,6 +57,11 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 #: The statistics' own defaults: the one place the numbers are written.
 _DEFAULTS = CertificationSettings(vendor="")
 
+#: A sequential design gives an image up when its predictive chance of certifying within the
+#: cap falls below this (chosen in simulation, docs/sequential.md). ``CertificationSettings``
+#: keeps 0 as its own default, so that journals written without the rule replay without it.
+FUTILITY = 0.02
+
 _M = TypeVar("_M", bound=BaseModel)
 
 
@@ -152,6 +157,14 @@ class CertificationOptions(_Options):
         le=1000,
         description="Sequential designs with selection 'leader': the lead that ends selection.",
     )
+    futility: float = Field(
+        FUTILITY,
+        ge=0,
+        lt=1,
+        allow_inf_nan=False,
+        description=f"Sequential designs: give an image up once its predictive chance of certifying within "
+        f"max_queries falls below this (default {FUTILITY}; 0: only when out of reach).",
+    )
 
 
 def _money(value: object) -> object:
@@ -238,7 +251,7 @@ def _design(options: CertificationOptions, problems: list[tuple[str, str]]) -> D
 
 
 #: Options PREDICT has no use for: it draws n samples and tests the top two labels.
-_CERTIFY_ONLY = ("n0", "selection", "selection_lead", "design", "target_radius", "max_queries")
+_CERTIFY_ONLY = ("n0", "selection", "selection_lead", "design", "target_radius", "max_queries", "futility")
 
 
 def resolve_settings(
@@ -270,6 +283,8 @@ def resolve_settings(
     reads_lead = design != "fixed" and options.selection == "leader"
     if "selection_lead" in given and mode == "certify" and not reads_lead:
         problems.append(("selection_lead", "applies to sequential designs with selection 'leader'"))
+    if "futility" in given and mode == "certify" and design == "fixed":
+        problems.append(("futility", "applies to sequential designs; the fixed design buys all its samples"))
     if options.sigma is not None:
         sigma = options.sigma
     elif design == "target" and options.target_radius is not None:
@@ -298,6 +313,7 @@ def resolve_settings(
         max_queries=options.max_queries if options.max_queries is not None else _DEFAULTS.max_queries,
         selection=options.selection,
         selection_lead=options.selection_lead,
+        futility=options.futility if design != "fixed" else 0.0,
     )
 
 
@@ -314,6 +330,7 @@ def settings_options(settings: CertificationSettings) -> dict[str, Any]:
         options |= {"n0": settings.n0, "selection": settings.selection, "design": settings.design}
         if settings.design != "fixed":
             options["max_queries"] = settings.max_queries
+            options["futility"] = settings.futility
             if settings.selection == "leader":
                 options["selection_lead"] = settings.selection_lead
         if settings.design == "target":

@@ -252,7 +252,7 @@ class Admission:
         remaining = max(0, images * settings.queries_per_image - answered)
         if strict and settings.design == "fixed" and remaining > 0:
             # Raises BudgetExceeded (402) if the queries the design cannot do without do not fit.
-            budget.release(budget.reserve(price * remaining, remaining))
+            budget.require(price * remaining, remaining)
         need = max(1, math.ceil(remaining * (1 + _RETRY_MARGIN)))
         headroom = budget.remaining
         grant = need

@@ -10,6 +10,8 @@ numpy and scipy, so it can be read, tested and replayed on its own:
 - :mod:`~apiwrap.statistics.procedures`: one image's procedure over a vote source and the
   :class:`ImageResult` it produces.
 - :mod:`~apiwrap.statistics.allocation`: which images a shared budget funds next.
+- :mod:`~apiwrap.statistics.soundness` and :mod:`~apiwrap.statistics.cost`: a sequential
+  design's exact false-certificate probability and its expected and most votes per image.
 - :mod:`~apiwrap.statistics.votes`: vote records and the sample index layout.
 - :mod:`~apiwrap.statistics.summary`: certified accuracy over images and what a budget bought;
   :mod:`~apiwrap.statistics.radii`: the radii every report reads.

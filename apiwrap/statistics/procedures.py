@@ -49,6 +49,7 @@ __all__ = [
     "Fetch",
     "ImageResult",
     "decide",
+    "design_of",
     "run_procedure",
     "sample_ranges",
 ]
@@ -176,16 +177,19 @@ async def _fixed(settings: CertificationSettings, fetch: Fetch) -> ImageResult:
     return decide(settings, reference[0], selection, estimation)
 
 
-def _design(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign:
+def design_of(settings: CertificationSettings) -> MixtureDesign | BestRadiusDesign:
+    """The sequential design a job of these settings runs (target or best-radius)."""
     if settings.design == "target":
         assert settings.target_radius is not None
         return default_target_design(
-            settings.sigma, settings.alpha, settings.target_radius, settings.max_queries
+            settings.sigma, settings.alpha, settings.target_radius, settings.max_queries, settings.futility
         )
     # Stop at the radii a report reads: buying more queries than it takes to pass the next
     # of them buys nothing a reader sees.
     ladder = report_radii(settings.sigma)
-    return default_best_radius_design(settings.sigma, settings.alpha, settings.max_queries, ladder)
+    return default_best_radius_design(
+        settings.sigma, settings.alpha, settings.max_queries, ladder, settings.futility
+    )
 
 
 async def _select(settings: CertificationSettings, fetch: Fetch) -> tuple[str | None, list[QueryRecord]]:
@@ -220,7 +224,7 @@ def _votes_until_decidable(design: MixtureDesign | BestRadiusDesign, n: int, k: 
 
 
 async def _sequential(settings: CertificationSettings, fetch: Fetch, admit: Admit | None) -> ImageResult:
-    design = _design(settings)
+    design = design_of(settings)
     reference_task = asyncio.ensure_future(fetch([CLEAN_SAMPLE]))
     try:
         if settings.selection == "clean":

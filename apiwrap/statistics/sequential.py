@@ -34,6 +34,7 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
+    "FUTILITY_PRIOR",
     "BestRadiusDesign",
     "Decision",
     "LeaderSelection",
@@ -47,6 +48,7 @@ __all__ = [
     "default_target_design",
     "every",
     "mixture_lower_bound",
+    "predictive_chance",
     "radius_of",
 ]
 
@@ -182,6 +184,51 @@ def mixture_lower_bound(
 
 
 # ----------------------------------------------------------------------------------------------
+# Predictive futility: the chance that a test still certifies within its cap.
+#
+# Under a Beta(a, b) prior on pA and the votes seen, the votes still to come follow a Polya urn:
+# after n votes, k of them for the candidate, the next one is for the candidate with probability
+# (k + a) / (n + a + b). The chance of ever reaching a boundary before the cap is then a backward
+# recursion over (votes, count), exact and the same for every image; the futility tables are
+# computed from it once per design.
+# ----------------------------------------------------------------------------------------------
+
+#: The prior of the shipped designs' predictive futility rule (chosen in bench/sequential_sim.py).
+FUTILITY_PRIOR = (1.0, 0.5)
+
+
+def predictive_chance(
+    looks: tuple[int, ...], reached: np.ndarray, prior: tuple[float, float] = (1.0, 1.0)
+) -> np.ndarray:
+    """chance[i, k]: P(some look j >= i has a count k_j with reached[j, k_j]) given k votes for
+    the candidate at look i, the votes to come drawn from the Polya urn of a Beta(*prior) prior.
+
+    ``reached[j, k]`` says whether count k at the j-th look reaches the goal (certifies, passes a
+    radius); columns above a look's vote count are ignored. Entries k > looks[i] are 0.
+    """
+    a, b = prior
+    cap = looks[-1]
+    chance = np.zeros((len(looks), cap + 1))
+    row = len(looks) - 1
+    value = reached[row].astype(float)
+    chance[row] = value
+    for n in range(cap - 1, looks[0] - 1, -1):
+        k = np.arange(n + 1)
+        up = (k + a) / (n + a + b)
+        value = up * value[1 : n + 2] + (1 - up) * value[: n + 1]
+        if row > 0 and looks[row - 1] == n:
+            row -= 1
+            value = np.maximum(value, reached[row, : n + 1])
+            chance[row, : n + 1] = value
+    return chance
+
+
+def _futile_below(chance: np.ndarray, threshold: float) -> int:
+    """Largest k such that every count <= k has a chance below the threshold (-1: none)."""
+    return int(np.logical_and.accumulate(chance < threshold).sum()) - 1
+
+
+# ----------------------------------------------------------------------------------------------
 # Simulation results (shared by every design's `simulate`).
 # ----------------------------------------------------------------------------------------------
 
@@ -239,6 +286,9 @@ class TargetDesign:
     p_futile = futility_p, or if None the pA at which one fixed-n Clopper-Pearson test spending the
     whole cap would certify about half the time (its least certifying count / cap): images below it
     are certified within the cap mostly by luck, and chasing them is what costs queries.
+    With futility_chance > 0, also stop when the predictive probability of certifying at a later
+    look within the cap (`predictive_chance` with prior futility_prior on pA, the calibrated
+    boundary, later futility stops ignored) is below futility_chance.
     """
 
     sigma: float
@@ -248,6 +298,8 @@ class TargetDesign:
     futility_beta: float
     calibration: str
     futility_p: float | None
+    futility_chance: float
+    futility_prior: tuple[float, float]
 
     def _validate(self, calibrations: tuple[str, ...]) -> None:
         if not (self.sigma > 0 and 0 < self.alpha < 1 and self.target_radius >= 0):
@@ -260,6 +312,10 @@ class TargetDesign:
             raise ValueError("futility_p must be None or in [p_needed, 1)")
         if self.calibration not in calibrations:
             raise ValueError(f"calibration must be one of {calibrations}")
+        if not (math.isfinite(self.futility_chance) and 0 <= self.futility_chance < 1):
+            raise ValueError("futility_chance must be a finite number in [0, 1)")
+        if not all(math.isfinite(x) and x > 0 for x in self.futility_prior):
+            raise ValueError("futility_prior must be two finite numbers > 0")
 
     @functools.cached_property
     def p_futile(self) -> float:
@@ -346,6 +402,11 @@ class TargetDesign:
         certify_at[looks] = self._boundary(self.theta)
         futile_at = np.full(cap + 1, -1, dtype=np.int64)
         log_thr = math.log(1.0 / self.futility_beta)
+        chance = None
+        if self.futility_chance > 0:
+            counts = np.arange(cap + 1)
+            reached = counts[None, :] >= certify_at[looks][:, None]
+            chance = predictive_chance(self.looks, reached, self.futility_prior)
         for i, n in enumerate(self.looks[:-1]):
             # Curtailment: no later look j can be reached with k + (j - n) >= certify_at[j].
             reach = int(np.min(certify_at[looks[i + 1 :]] - looks[i + 1 :])) + n - 1
@@ -353,7 +414,8 @@ class TargetDesign:
             fut = _log_mixture_below(k, n - k, self.p_futile, 1.0, 1.0) >= log_thr
             # Largest k such that every count <= k is rejected (a down-set, robust to rounding).
             mix = int(np.logical_and.accumulate(fut).sum()) - 1
-            futile_at[n] = min(max(reach, mix), certify_at[n] - 1)
+            hopeless = -1 if chance is None else _futile_below(chance[i, : n + 1], self.futility_chance)
+            futile_at[n] = min(max(reach, mix, hopeless), certify_at[n] - 1)
         return certify_at, futile_at
 
     @property
@@ -461,6 +523,8 @@ class MixtureDesign(TargetDesign):
     prior_a: float = 1.0
     prior_b: float = 0.5
     futility_p: float | None = None
+    futility_chance: float = 0.0
+    futility_prior: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         self._validate(("ville", "exact"))
@@ -516,6 +580,10 @@ class BestRadiusDesign:
     * ladder (radii of interest, e.g. the radii certified accuracy is reported at): more votes are
       worth buying only to pass the next rung above the current radius; stop (certify, or abstain if
       nothing is certified yet) when sigma * Phi^-1(p_proj) is below it or every rung is passed;
+    * predictive futility (futility_chance > 0): the goal of the ladder rule (the next rung; without
+      a ladder, any certificate while none is made) also counts as out of reach when the predictive
+      probability of passing it at a later look (`predictive_chance`, prior futility_prior) is
+      below futility_chance;
     * exhausted: at the cap, certify if p_lower allows, else abstain.
     With q = 1, p_proj is the ceiling (the bound if every remaining vote agrees; an agreeing vote
     never lowers the bound), so the stops are then exact: no continuation could have done better.
@@ -533,6 +601,8 @@ class BestRadiusDesign:
     prior_a: float = 1.0
     prior_b: float = 0.5
     ladder: tuple[float, ...] = ()
+    futility_chance: float = 0.0
+    futility_prior: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if not (self.sigma > 0 and 0 < self.alpha < 1):
@@ -547,6 +617,10 @@ class BestRadiusDesign:
             raise ValueError("bound must be 'mixture' or 'bonferroni'")
         if not self.tolerance >= 0 <= self.min_radius:
             raise ValueError("need tolerance, min_radius >= 0")
+        if not (math.isfinite(self.futility_chance) and 0 <= self.futility_chance < 1):
+            raise ValueError("futility_chance must be a finite number in [0, 1)")
+        if not all(math.isfinite(x) and x > 0 for x in self.futility_prior):
+            raise ValueError("futility_prior must be two finite numbers > 0")
 
     @property
     def max_queries(self) -> int:
@@ -579,19 +653,41 @@ class BestRadiusDesign:
         projected[i, k] = lower[-1, k_cap]
         return lower, projected
 
-    def _stops(self, best: np.ndarray, proj: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(futile, certify now) before the cap, from the running bound and its projection."""
+    @property
+    def _goals(self) -> np.ndarray:
+        """What more votes are bought for, in units of sigma: the ladder's rungs, or (no ladder)
+        any certificate at all."""
+        return np.asarray(self.ladder or (self.min_radius,)) / self.sigma
+
+    @functools.cached_property
+    def _chances(self) -> np.ndarray:
+        """chance[g, i, k]: predictive probability of passing goal g at a later look, from k votes
+        for the candidate at the i-th look; a last row of zeros stands for "every goal passed"."""
+        lower = np.nan_to_num(self._bounds[0])
+        with np.errstate(divide="ignore"):
+            z = np.where(lower > self.p_needed, stats.norm.ppf(lower), -np.inf)
+        chances = [predictive_chance(self.looks, z >= goal, self.futility_prior) for goal in self._goals]
+        return np.stack([*chances, np.zeros_like(chances[0])])
+
+    def _stops(
+        self, best: np.ndarray, proj: np.ndarray, rows: np.ndarray, counts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(futile, certify now) before the cap, from the running bound, its projection and where the
+        test is (look index and count, broadcast with best)."""
         certifiable = best > self.p_needed
         with np.errstate(divide="ignore", invalid="ignore"):
             z_best = np.where(certifiable, stats.norm.ppf(best), -np.inf)
             z_proj = stats.norm.ppf(proj)
         futile = proj <= self.p_needed
+        # Next goal not yet passed (a rung counts as passed once the certified radius reaches it).
+        goal = np.searchsorted(self._goals, z_best, side="right")
+        hopeless = np.zeros(np.shape(best), dtype=bool)
+        if self.futility_chance > 0:
+            hopeless = self._chances[goal, rows, counts] < self.futility_chance
         if not self.ladder:
-            return futile, certifiable & (z_proj - z_best < self.tolerance)
-        rungs = np.asarray(self.ladder) / self.sigma
-        # Next rung not yet passed (a rung counts as passed once the certified radius reaches it).
-        next_rung = np.append(rungs, np.inf)[np.searchsorted(rungs, z_best, side="right")]
-        pointless = z_proj < next_rung
+            return futile | (~certifiable & hopeless), certifiable & (z_proj - z_best < self.tolerance)
+        next_rung = np.append(self._goals, np.inf)[goal]
+        pointless = (z_proj < next_rung) | hopeless
         return futile | (~certifiable & pointless), certifiable & pointless
 
     def start(self) -> SequentialTest:
@@ -605,7 +701,9 @@ class BestRadiusDesign:
         certified = Decision(Verdict.CERTIFIED, n, k, best, radius_of(self.sigma, best))
         if n == self.max_queries:
             return certified if best > self.p_needed else Decision(Verdict.EXHAUSTED, n, k)
-        futile, done = self._stops(np.array([best]), np.array([max(best, float(projected[row, k]))]))
+        futile, done = self._stops(
+            np.array([best]), np.array([max(best, float(projected[row, k]))]), np.array([row]), np.array([k])
+        )
         if futile[0]:
             return Decision(Verdict.FUTILE, n, k)
         return certified if done[0] else Decision(Verdict.CONTINUE, n, k)
@@ -618,7 +716,7 @@ class BestRadiusDesign:
         k = counts[:, looks - 1]  # counts at the looks only
         rows = np.arange(len(looks))
         best = np.maximum.accumulate(lower[rows, k], axis=1)
-        futile, done = self._stops(best, np.maximum(best, projected[rows, k]))
+        futile, done = self._stops(best, np.maximum(best, projected[rows, k]), rows[None, :], k)
         futile[:, -1] = False
         done[:, -1] = True  # the cap: certify if possible, else exhausted (never both: see _stops)
         t_fut, t_done = _first_true(futile), _first_true(done)
@@ -633,26 +731,48 @@ class BestRadiusDesign:
 
 @functools.cache  # designs build their tables once (about a second); share them across images and runs
 def default_target_design(
-    sigma: float, alpha: float, target_radius: float, max_queries: int = 400
+    sigma: float, alpha: float, target_radius: float, max_queries: int = 400, futility_chance: float = 0.0
 ) -> MixtureDesign:
     """The target-radius design chosen by bench/sequential_sim.py (see docs/sequential.md).
 
     Beta(1, 1/2) mixture boundary, exactly calibrated, a look allowed after every vote, futility at
-    the automatic p_futile with beta = 0.05. Guarantee: P(certified at radius R while the true
-    radius is < R) <= alpha, whichever of the allowed looks the engine uses.
+    the automatic p_futile with beta = 0.05, and the predictive futility rule at futility_chance
+    (prior FUTILITY_PRIOR). Guarantee: P(certified at radius R while the true radius is < R) <=
+    alpha, whichever of the allowed looks the engine uses; futility stops only abstain.
     """
-    return MixtureDesign(sigma, alpha, target_radius, looks=every(1, max_queries), calibration="exact")
+    return MixtureDesign(
+        sigma,
+        alpha,
+        target_radius,
+        looks=every(1, max_queries),
+        calibration="exact",
+        futility_chance=futility_chance,
+        futility_prior=FUTILITY_PRIOR,
+    )
 
 
 @functools.cache
 def default_best_radius_design(
-    sigma: float, alpha: float, max_queries: int = 400, ladder: tuple[float, ...] = ()
+    sigma: float,
+    alpha: float,
+    max_queries: int = 400,
+    ladder: tuple[float, ...] = (),
+    futility_chance: float = 0.0,
 ) -> BestRadiusDesign:
     """The best-radius design chosen in docs/sequential.md: Clopper-Pearson at alpha / 8 at looks
     every cap/8 votes, projection rule, stopping at the given ladder of radii if any (without one,
-    at a gain below 0.1 sigma). Guarantee: P(certified radius > true radius) <= alpha."""
+    at a gain below 0.1 sigma), and at a predictive chance of the next gain below futility_chance
+    (prior FUTILITY_PRIOR). Guarantee: P(certified radius > true radius) <= alpha."""
     looks = every(max(1, max_queries // 8), max_queries)
-    return BestRadiusDesign(sigma, alpha, looks=looks, bound="bonferroni", ladder=ladder)
+    return BestRadiusDesign(
+        sigma,
+        alpha,
+        looks=looks,
+        bound="bonferroni",
+        ladder=ladder,
+        futility_chance=futility_chance,
+        futility_prior=FUTILITY_PRIOR,
+    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -65,6 +65,12 @@ class CertificationSettings:
     #: index n0, so both choices read the same estimation samples.
     selection: Selection = "clean"
     selection_lead: int = 2
+    #: Sequential designs: give an image up (abstain) as soon as the predictive probability that
+    #: it certifies within its cap, under the votes seen, falls below this; 0 never gives up on
+    #: that ground (docs/sequential.md). Giving up only abstains, so no certificate is weakened.
+    #: 0 here, so that a journal written without the rule replays without it; the doors'
+    #: default is set in apiwrap.engine.settings.
+    futility: float = 0.0
 
     def __post_init__(self) -> None:
         # The procedures' own preconditions; users meet the resolver's messages first.
@@ -88,6 +94,8 @@ class CertificationSettings:
             raise ConfigurationError("the target design needs a finite target radius > 0")
         if self.design != "fixed" and (self.max_queries < 1 or self.selection_lead < 1):
             raise ConfigurationError("max_queries and selection_lead must be positive")
+        if not (math.isfinite(self.futility) and 0 <= self.futility < 1):
+            raise ConfigurationError(f"futility must be a finite number in [0, 1), got {self.futility}")
 
     @property
     def queries_per_image(self) -> int:

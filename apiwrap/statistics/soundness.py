@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from apiwrap.statistics.cost import best_radius_looks
 from apiwrap.statistics.sequential import BestRadiusDesign, TargetDesign
 
 __all__ = [
@@ -79,29 +80,9 @@ def best_radius_false_certificate_probability(design: BestRadiusDesign, p: float
     reads the running maximum of the lower bound: the propagated state is that maximum (one
     of the finitely many values the bound takes) and the count.
     """
-    lower, projected = design._bounds
-    cap = design.max_queries
-    values = np.unique(np.append(lower[~np.isnan(lower)], 0.0))  # every running maximum possible
-    state = np.zeros((len(values), cap + 1))  # state[v, k]: running bound values[v], count k
-    state[0, 0] = 1.0
     false_certificates = 0.0
-    for row, step in enumerate(_steps(design.looks, p)):
-        n = design.looks[row]
-        state = np.array([np.convolve(counts, step)[: cap + 1] for counts in state])
-        # The look's bound at count k becomes the running maximum of every path below it.
-        rises = np.searchsorted(values, lower[row, : n + 1])
-        for k, top in enumerate(rises):
-            state[top, k] += state[:top, k].sum()
-            state[:top, k] = 0.0
-        best = np.broadcast_to(values[:, None], state.shape)
-        if n == cap:
-            certified = best > design.p_needed
-            stopped = np.ones(state.shape, dtype=bool)
-        else:
-            futile, done = design._stops(best, np.fmax(best, np.nan_to_num(projected[row])[None, :]))
-            certified, stopped = done & ~futile, futile | done
+    for _, state, best, certified, _ in best_radius_looks(design, p):
         false_certificates += float(state[certified & (best > p)].sum())
-        state = np.where(stopped, 0.0, state)
     return false_certificates
 
 
