@@ -31,13 +31,33 @@ def _warm_up(runs_dir: Path) -> float:
     return _peak_rss_mib()
 
 
+class _Interrupted(Exception):
+    """Stops the first run of huge-n part-way, as Ctrl-C would."""
+
+
 def huge_n(runs_dir: Path, n: int, max_queries: int) -> None:
+    """A fresh fixed job that cannot pay for one image is refused before any query, so the cap
+    meets the huge n on a resume: a first run is stopped after half the cap's queries, and the
+    resumed run, under the cap, must stop at it with bounded work."""
     image = [("big-n.png", _png(0, size=64))]
     before = _warm_up(runs_dir)
     settings = CertificationSettings(vendor="fake", sigma=0.25, n0=10, n=n, alpha=0.001, seed=1)
     limits = VendorLimits(concurrency=16)
-    spec = _spec(runs_dir, "big", settings=settings, max_queries=max_queries, limits=limits)
     vendor = FaultyVendor(latency_s=0.001)
+    answered = 0
+
+    def stop_half_way() -> None:
+        nonlocal answered
+        answered += 1
+        if answered == max_queries // 2:
+            raise _Interrupted
+
+    first = _spec(runs_dir, "big", settings=settings, limits=limits)
+    try:
+        asyncio.run(run_job(first, image, adapter=vendor, price_table=PRICES, on_query=stop_half_way))
+    except* _Interrupted:
+        pass
+    spec = _spec(runs_dir, "big", settings=settings, max_queries=max_queries, limits=limits)
     report = asyncio.run(run_job(spec, image, adapter=vendor, price_table=PRICES))
     print(
         json.dumps(

@@ -223,7 +223,7 @@ CAPS = {"queries": JobOptions(max_job_queries=12), "usd": JobOptions(max_usd=Dec
 
 
 def _slow_job(vendor: str, endpoint: str, runs_dir: Path, caps: JobOptions) -> JobReport:
-    settings = CertificationSettings(vendor=vendor, sigma=0.25, n=40, alpha=0.05, seed=3)
+    settings = CertificationSettings(vendor=vendor, sigma=0.25, n=6, alpha=0.05, seed=3)
     spec = job_spec(
         settings,
         caps.model_copy(update={"job": f"slow-{vendor}"}),
@@ -262,7 +262,7 @@ def test_a_slow_vendor_that_bills_abandoned_calls_never_bills_past_the_cap(
 
 def test_the_report_shows_the_possibly_billed_spend_apart(tmp_path: Path) -> None:
     spec = JobSpec(
-        settings=CertificationSettings(vendor="slow", n=20),
+        settings=CertificationSettings(vendor="slow", n=4),
         job="report",
         runs_dir=tmp_path,
         limits=VendorLimits(request_timeout_s=0.05, concurrency=2),
@@ -296,7 +296,7 @@ def test_the_command_line_takes_the_request_timeout_and_prints_the_possibly_bill
         result = CliRunner().invoke(
             app,
             [
-                *("certify", str(image), "--vendor", "aws", "--endpoint", endpoint, "--n", "20"),
+                *("certify", str(image), "--vendor", "aws", "--endpoint", endpoint, "--n", "4"),
                 *("--max-job-queries", "6", "--max-attempts", "2", "--request-timeout", "0.2"),
                 *("--runs-dir", str(tmp_path / "runs"), "--job", "cli"),
             ],
@@ -326,7 +326,7 @@ def test_the_python_api_takes_the_request_timeout_and_reports_the_possibly_bille
             request_timeout=0.2,
             max_attempts=2,
             max_job_queries=6,
-            n=20,
+            n=4,
         )
         assert running.wait_idle()
         billed_by_vendor = running.billable
@@ -361,6 +361,8 @@ def test_on_ray_requests_cut_off_by_the_timeout_count_against_the_cap(cluster: s
     spec = _on_ray(
         tmp_path,
         "slow-ray",
+        # one image's procedure (9 queries) fits the cap: a fixed job that cannot pay for one is refused
+        settings=CertificationSettings(vendor="fake", sigma=0.25, n=8, alpha=0.01, seed=1),
         limits=VendorLimits(concurrency=4, request_timeout_s=0.1),
         retry=RetryPolicy(max_attempts=3, backoff_base_s=0.001, backoff_max_s=0.002),
         max_queries=12,

@@ -10,12 +10,15 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from apiwrap.engine.journal import Journal
 
 __all__ = ["JobSummary", "list_jobs", "show_job", "summarise"]
 
@@ -56,9 +59,19 @@ class JobSummary:
 
 
 def summarise(path: Path) -> JobSummary:
-    from apiwrap.engine.journal import Journal
+    import sqlite3
 
-    journal = Journal.open_existing(path)
+    from apiwrap.engine.journal import Journal
+    from apiwrap.errors import JournalError
+
+    try:
+        return _summarise(Journal.open_existing(path))
+    except sqlite3.DatabaseError as exc:
+        # Only the header is checked on opening (a listing stays cheap): damage further in shows here.
+        raise JournalError(f"journal {path} is damaged ({exc}); apiwrap verify says more") from None
+
+
+def _summarise(journal: Journal) -> JobSummary:
     try:
         images = journal.images()
         statuses = Counter((image.result or {}).get("status", image.status) for image in images)
@@ -70,8 +83,8 @@ def summarise(path: Path) -> JobSummary:
         runs = journal.runs()
         spent, billed = journal.spent()
         return JobSummary(
-            name=path.stem,
-            journal=path,
+            name=journal.path.stem,
+            journal=journal.path,
             started=runs[0].started_at if runs else None,
             parameters=journal.parameters() or {},
             statuses=statuses,

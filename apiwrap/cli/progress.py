@@ -48,7 +48,8 @@ def tally(journal: Path) -> JournalTally:
 
     if not journal.exists():
         return JournalTally(0, 0)
-    opened = Journal.open_existing(journal)
+    # Every seal checked before the job starts: a damaged journal is refused here, by name.
+    opened = Journal.open_existing(journal, check_rows=True)
     try:
         images = opened.images()
         answered = sum(len(opened.answered(image.image_id)) for image in images)

@@ -166,12 +166,21 @@ class JournalCheck:
         return not self.problems
 
 
+def _live(path: Path) -> bool:
+    """Whether the journal has a -wal beside it: a job may have it open in this very process, and
+    closing any other descriptor of the file would drop that connection's POSIX locks (SQLite's
+    own connections share them safely), so only SQLite may read it then."""
+    return path.with_name(path.name + "-wal").exists()
+
+
 def _file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be a journal before SQLite reads it (it then could not tell)."""
     if not path.is_file():
         return "it is not a file"
     if path.stat().st_size == 0:
         return "the file is empty (0 bytes): a journal never is (truncated, or made by another program)"
+    if _live(path):
+        return None  # SQLite reads it (see _live)
     with path.open("rb") as handle:
         if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
             return "it is not a SQLite database (overwritten, or another kind of file)"
@@ -309,13 +318,24 @@ def check_journal(path: Path, *, rows: bool = True) -> JournalCheck:
     if (problem := _file_problem(path)) is not None:
         check.problems.append(problem)
         return check
-    with path.open("rb") as handle:
-        header = handle.read(100)
-    ours = (
-        len(header) == 100
-        and int.from_bytes(header[68:72], "big") == _APPLICATION_ID
-        and int.from_bytes(header[60:64], "big") == SCHEMA_VERSION
-    )
+    if _live(path):
+        ours = False  # the header is read by SQLite below
+    else:
+        with path.open("rb") as handle:
+            header = handle.read(100)
+        ours = (
+            len(header) == 100
+            and int.from_bytes(header[68:72], "big") == _APPLICATION_ID
+            and int.from_bytes(header[60:64], "big") == SCHEMA_VERSION
+        )
+    if _live(path) and not rows:
+        try:
+            with _snapshot(path) as db:
+                if (problem := _schema_problem(db)) is not None:
+                    check.problems.append(problem)
+        except sqlite3.DatabaseError as exc:
+            check.problems.append(f"SQLite finds the file damaged: {exc}")
+        return check
     if ours and not rows:
         return check
     try:
