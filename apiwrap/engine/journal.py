@@ -257,25 +257,27 @@ def _row_problems(db: sqlite3.Connection, check: JournalCheck) -> None:
             "was edited, or one was inserted or deleted before it, after apiwrap wrote it"
             + (f" ({later} later vote(s) hang on it)" if later else "")
         )
-    orphans = db.execute(
-        "SELECT COUNT(*) FROM queries WHERE image_id NOT IN (SELECT image_id FROM images)"
-    ).fetchone()[0]
-    if orphans:
-        check.problems.append(f"{orphans} vote(s) belong to no image of the journal")
     # A vote's cost is the sum of its attempts' (record_query), and an answered attempt's vote is
-    # committed with it: a deleted attempt or a deleted last vote shows here.
-    mismatched = db.execute(
-        "SELECT COUNT(*) FROM queries q WHERE q.cost_micro_usd != (SELECT COALESCE(SUM(a.cost_micro_usd), 0) "
-        "FROM attempts a WHERE a.image_id = q.image_id AND a.sample_index = q.sample_index)"
-    ).fetchone()[0]
-    if mismatched:
-        check.problems.append(f"{mismatched} vote(s) cost other than their attempts in the ledger")
-    unvoted = db.execute(
-        "SELECT COUNT(*) FROM attempts a WHERE a.outcome = 'ok' AND NOT EXISTS (SELECT 1 FROM queries q "
-        "WHERE q.image_id = a.image_id AND q.sample_index = a.sample_index)"
-    ).fetchone()[0]
-    if unvoted:
-        check.problems.append(f"{unvoted} answered attempt(s) have no vote: votes were deleted")
+    # committed with it: a deleted attempt or a deleted last vote shows in the last two counts.
+    for count_sql, problem in (
+        (
+            "SELECT COUNT(*) FROM queries WHERE image_id NOT IN (SELECT image_id FROM images)",
+            "{} vote(s) belong to no image of the journal",
+        ),
+        (
+            "SELECT COUNT(*) FROM queries q WHERE q.cost_micro_usd != (SELECT "
+            "COALESCE(SUM(a.cost_micro_usd), 0) FROM attempts a "
+            "WHERE a.image_id = q.image_id AND a.sample_index = q.sample_index)",
+            "{} vote(s) cost other than their attempts in the ledger",
+        ),
+        (
+            "SELECT COUNT(*) FROM attempts a WHERE a.outcome = 'ok' AND NOT EXISTS (SELECT 1 FROM queries q "
+            "WHERE q.image_id = a.image_id AND q.sample_index = a.sample_index)",
+            "{} answered attempt(s) have no vote: votes were deleted",
+        ),
+    ):
+        if count := db.execute(count_sql).fetchone()[0]:
+            check.problems.append(problem.format(count))
     parameters = db.execute("SELECT value FROM job WHERE key = 'parameters'").fetchone()
     if parameters is not None:
         try:
